@@ -1,0 +1,114 @@
+"""CIFAR-style residual networks (He et al. 2016), 1-D or 2-D, with or without batch norm.
+
+``resnet18`` is the CIFAR-10 variant (3x3 stem, no max-pool) used by the full-batch GD and
+ZerO papers; ``resnet`` takes any number of blocks per stage, so that very deep networks
+without batch norm (ZerO's claim) are one keyword away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from efflab.models import register_model
+
+
+def _conv(dim: int):
+    return nn.Conv1d if dim == 1 else nn.Conv2d
+
+
+def _norm(dim: int, channels: int, batch_norm: bool) -> nn.Module:
+    if not batch_norm:
+        return nn.Identity()
+    return (nn.BatchNorm1d if dim == 1 else nn.BatchNorm2d)(channels)
+
+
+class BasicBlock(nn.Module):
+    """conv3-norm-relu-conv3-norm plus a shortcut, then relu.
+
+    ``branch_last`` is the last layer of the residual branch (ZerO starts it at zero);
+    the shortcut is a strided 1x1 convolution (+ norm) when the shape changes.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, dim: int = 2,
+                 batch_norm: bool = True):
+        super().__init__()
+        conv = _conv(dim)
+        self.conv1 = conv(in_ch, out_ch, 3, stride=stride, padding=1, bias=not batch_norm)
+        self.bn1 = _norm(dim, out_ch, batch_norm)
+        self.conv2 = conv(out_ch, out_ch, 3, stride=1, padding=1, bias=not batch_norm)
+        self.bn2 = _norm(dim, out_ch, batch_norm)
+        self.act = nn.ReLU()
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(
+                conv(in_ch, out_ch, 1, stride=stride, bias=not batch_norm),
+                _norm(dim, out_ch, batch_norm),
+            )
+
+    @property
+    def branch_last(self) -> nn.Module:
+        return self.conv2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.bn1(self.conv1(x)))
+        h = self.bn2(self.conv2(h))
+        return self.act(h + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """Stem conv, stages of :class:`BasicBlock` (stride 2 at each new stage), global pool, fc.
+
+    x: (batch, channels, length) for dim=1 (a (batch, length) input gets a channel axis),
+    (batch, channels, height, width) for dim=2 -> (batch, num_classes)
+    """
+
+    def __init__(self, blocks: Sequence[int] = (2, 2, 2, 2),
+                 widths: Sequence[int] = (64, 128, 256, 512), in_channels: int = 3,
+                 num_classes: int = 10, dim: int = 2, batch_norm: bool = True):
+        super().__init__()
+        if dim not in (1, 2):
+            raise ValueError(f"dim must be 1 or 2, got {dim}")
+        if len(blocks) != len(widths) or not blocks:
+            raise ValueError(f"blocks {list(blocks)} and widths {list(widths)} must be non-empty "
+                             "and of the same length")
+        conv = _conv(dim)
+        self.dim = dim
+        self.stem = nn.Sequential(
+            conv(in_channels, widths[0], 3, padding=1, bias=not batch_norm),
+            _norm(dim, widths[0], batch_norm), nn.ReLU(),
+        )
+        stages = []
+        c = widths[0]
+        for i, (n, w) in enumerate(zip(blocks, widths)):
+            layer = []
+            for j in range(n):
+                layer.append(BasicBlock(c, w, stride=2 if (i > 0 and j == 0) else 1, dim=dim,
+                                        batch_norm=batch_norm))
+                c = w
+            stages.append(nn.Sequential(*layer))
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == self.dim + 1:
+            x = x.unsqueeze(1)
+        h = self.stages(self.stem(x))
+        return self.fc(h.flatten(2).mean(-1))
+
+
+@register_model("resnet")
+def resnet(blocks: Sequence[int] = (2, 2, 2, 2), widths: Sequence[int] = (64, 128, 256, 512),
+           in_channels: int = 3, num_classes: int = 10, dim: int = 2,
+           batch_norm: bool = True) -> ResNet:
+    return ResNet(blocks, widths, in_channels, num_classes, dim, batch_norm)
+
+
+@register_model("resnet18")
+def resnet18(in_channels: int = 3, num_classes: int = 10, batch_norm: bool = True,
+             width: int = 64) -> ResNet:
+    """CIFAR-10 ResNet-18 (11.2M parameters at width 64)."""
+    return ResNet((2, 2, 2, 2), (width, 2 * width, 4 * width, 8 * width), in_channels,
+                  num_classes, dim=2, batch_norm=batch_norm)
