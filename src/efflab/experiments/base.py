@@ -192,11 +192,19 @@ def parse_value(key: str, raw: str, tp: Any) -> Any:
 
 @dataclass
 class RunContext:
-    """What the runner hands an experiment: where to write, on which device, which profile."""
+    """What the runner hands an experiment: where to write, on which device, which profile.
+
+    ``outdir`` is the experiment's working folder. It is renamed into place only when the run
+    ends, and an interrupted run finds the same folder again when it is started with the same
+    ``--out``: sweeps can keep finished points there (one file each, written atomically and
+    keyed by their own config) and resume with only the missing ones.
+    ``jobs`` is the number of worker processes the user allows (``--jobs``).
+    """
 
     device: torch.device
     outdir: Path
     profile: str = "quick"
+    jobs: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def progress(self, iterable, desc: str = "", total: int | None = None):
