@@ -17,6 +17,10 @@ def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -43,7 +47,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def atomic_save(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` (e.g. ``lambda p: torch.save(state, p)``), then rename into place."""
+    """Call ``write(tmp_path)`` (e.g. ``lambda p: torch.save(state, p)``), then rename it into
+    place."""
     return _atomic(path, write)
 
 

@@ -22,7 +22,8 @@ class Split:
     y_test: torch.Tensor
 
     def to(self, device: torch.device | str) -> Split:
-        return Split(*(t.to(device) for t in (self.x_train, self.y_train, self.x_test, self.y_test)))
+        tensors = (self.x_train, self.y_train, self.x_test, self.y_test)
+        return Split(*(t.to(device) for t in tensors))
 
 
 @lru_cache(maxsize=8)

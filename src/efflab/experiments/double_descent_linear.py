@@ -92,7 +92,7 @@ class DoubleDescentLinear(Experiment):
             gen = torch.Generator().manual_seed(config.seed * 1000 + i)
             risks = simulate_min_norm_risk(config.n, beta, config.sigma, ps, config.trials, gen,
                                            progress=lambda it, c=case: ctx.progress(
-                                               it, desc=f"{case} trials"))
+                                               it, desc=f"{c} trials"))
             dense_p = np.arange(1, config.d + 1)
             out["cases"][case] = {
                 "mean": risks.mean(1), "sem": risks.std(1, ddof=1) / np.sqrt(config.trials),

@@ -38,11 +38,12 @@ def plot_risk_curve(ax, x, mean, err=None, theory_x=None, theory_y=None, judged=
         # break the line where theory diverges so it is not drawn across the pole
         ty = np.where(finite, ty, np.nan)
         ax.plot(theory_x, ty, "-", color="C0", lw=1.8, label=theory_label, zorder=2)
-    for mask, face, lab in ((judged, "C1", f"{label} (judged)"),
-                            (~judged, "none", f"{label} (near threshold, not judged)")):
+    for mask, fmt, color, face, lab in (
+            (judged, "o", "C1", "C1", f"{label} (judged)"),
+            (~judged, "s", "0.35", "white", f"{label} (near threshold, not judged)")):
         if mask.any():
-            ax.errorbar(x[mask], mean[mask], yerr=None if err is None else err[mask], fmt="o",
-                        ms=4, mfc=face, mec="C1", ecolor="C1", elinewidth=1, capsize=2,
+            ax.errorbar(x[mask], mean[mask], yerr=None if err is None else err[mask], fmt=fmt,
+                        ms=5, mfc=face, mec=color, ecolor=color, elinewidth=1, capsize=2,
                         label=lab, zorder=3)
     if threshold is not None:
         ax.axvline(threshold, color="0.4", ls="--", lw=1, label="interpolation threshold")
@@ -51,4 +52,4 @@ def plot_risk_curve(ax, x, mean, err=None, theory_x=None, theory_y=None, judged=
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left")

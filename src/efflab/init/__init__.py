@@ -1,1 +1,35 @@
-"""efflab.init"""
+"""Initialization: ZerO (Zhao et al., TMLR 2022) and the random baselines it is compared with.
+
+* :mod:`efflab.init.matrices`: the Sylvester Hadamard matrix, the partial identity and the
+  paper's Algorithm 1 for one weight matrix;
+* :mod:`efflab.init.zero`: ``zero_init_(model)``, Algorithms 1 and 2 plus the residual rule
+  for whole networks, with a registry of per-layer rules;
+* :mod:`efflab.init.random`: Kaiming and Xavier initialization from a seeded generator.
+"""
+
+from efflab.init.matrices import (
+    SCALES,
+    hadamard,
+    hadamard_reference,
+    hadamard_scale,
+    partial_identity,
+    zero_matrix,
+    zero_matrix_reference,
+)
+from efflab.init.random import SCHEMES, random_init_
+from efflab.init.zero import (
+    register_zero_rule,
+    residual_zeros,
+    start_at_zero_,
+    zero_conv_,
+    zero_conv_reference,
+    zero_init_,
+    zero_rule_for,
+)
+
+__all__ = [
+    "SCALES", "SCHEMES", "hadamard", "hadamard_reference", "hadamard_scale", "partial_identity",
+    "random_init_", "register_zero_rule", "residual_zeros", "start_at_zero_", "zero_conv_",
+    "zero_conv_reference", "zero_init_", "zero_matrix", "zero_matrix_reference",
+    "zero_rule_for",
+]

@@ -23,7 +23,8 @@ class MLP(nn.Module):
                  activation: str = "relu", bias: bool = True):
         super().__init__()
         if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+            raise ValueError(
+                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         for h in hidden:
             if int(h) < 1:
                 raise ValueError(f"hidden widths must be >= 1, got {list(hidden)}")

@@ -28,8 +28,10 @@ def _norm(dim: int, channels: int, batch_norm: bool) -> nn.Module:
 class BasicBlock(nn.Module):
     """conv3-norm-relu-conv3-norm plus a shortcut, then relu.
 
-    ``branch_last`` is the last layer of the residual branch (ZerO starts it at zero);
-    the shortcut is a strided 1x1 convolution (+ norm) when the shape changes.
+    ``branch_last`` is the last layer of the residual branch, which ZerO starts at zero: the
+    second norm layer with batch norm (a zero convolution before a batch norm would be
+    rescaled to unit variance after its first update), else the second convolution.
+    The shortcut is a strided 1x1 convolution (+ norm) when the shape changes.
     """
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, dim: int = 2,
@@ -50,7 +52,7 @@ class BasicBlock(nn.Module):
 
     @property
     def branch_last(self) -> nn.Module:
-        return self.conv2
+        return self.bn2 if isinstance(self.bn2, nn.modules.batchnorm._BatchNorm) else self.conv2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.bn1(self.conv1(x)))
@@ -91,6 +93,11 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*layer))
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(c, num_classes)
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The final classifier (ZerO starts it at zero in residual networks)."""
+        return self.fc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == self.dim + 1:

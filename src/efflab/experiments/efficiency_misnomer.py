@@ -1,0 +1,488 @@
+"""The Efficiency Misnomer's disagreements, reproduced on a zoo of small transformers.
+
+"The Efficiency Misnomer" (Dehghani et al., arXiv 2110.12894), Sec. 3 (the cases where cost
+indicators disagree) and Sec. 4 (rank correlations between indicators). A zoo of transformer
+classifiers and language models varies one thing at a time:
+
+* depth vs width at roughly equal FLOPs (L8/d, L4/1.5d, L2/2d, L1/3d, MLP = 4x width),
+* parameter sharing across layers (Universal Transformer / ALBERT: one block applied L times),
+* a sparse top-1 mixture-of-experts feed-forward with E experts vs the dense one,
+* attention kind (softmax / Linformer / Performer) at two sequence lengths,
+* causal language models with and without tied input/output embeddings.
+
+Every model gets a full :func:`efflab.measure.measure` cost report. Latencies used for the
+comparisons come from a second pass in which the models take turns (``rounds`` rounds,
+order rotated), each figure being the median over rounds of per-round medians, so that a
+slow spell of a shared machine does not land on one model only. Time figures belong to the
+machine they were taken on, which the results record.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from scipy.stats import kendalltau
+
+from efflab.experiments import register
+from efflab.experiments.base import Claim, Experiment, ExperimentConfig, RunContext, Table
+from efflab.experiments.plotting import save_figure
+from efflab.measure import (
+    machine_info,
+    make_inference_step,
+    make_train_step,
+    measure,
+    synchronizer,
+    time_fn,
+)
+from efflab.models import create_model
+
+FAMILIES = ("depth-width", "sharing", "moe", "attention", "lm")
+
+#: indicators compared across the zoo, all oriented so that larger = costlier
+INDICATORS = {
+    "params": "unique parameters",
+    "flops_fwd": "forward FLOPs / sample",
+    "flops_train": "training-step FLOPs / sample",
+    "latency_inf": "inference latency (s, batch B)",
+    "latency_train": "training-step latency (s, batch B)",
+    "time_per_sample": "inference s / sample at the largest batch (1 / throughput)",
+    "memory_train": "training-step peak memory (bytes)",
+}
+
+
+@dataclass
+class EfficiencyMisnomerConfig(ExperimentConfig):
+    embed_dim: int = 64            # d: width of the base models; depth-width uses d..3d
+    num_heads: int = 4
+    seq_len: int = 128             # tokens per sample for every model but the long ones
+    long_seq_len: int = 512        # the attention family's second sequence length
+    vocab_size: int = 16           # classifiers (ListOps-sized vocabulary)
+    lm_vocab_size: int = 256       # language models (bytes)
+    batch_size: int = 8            # batch B of FLOPs, latency and memory
+    batch_sizes: tuple[int, ...] = (1, 8, 32)  # throughput sweep
+    share_depth: int = 6           # L of the sharing pair
+    moe_experts: tuple[int, ...] = (4, 8)
+    linformer_k: int = 32
+    performer_features: int = 64
+    warmup: int = 2
+    repeats: int = 5               # timed calls per measurement
+    rounds: int = 3                # interleaved latency rounds across the zoo
+    threads: int = 1               # torch CPU threads during the run (0 = leave as is)
+    memory: bool = True            # peak-memory probes (fresh processes on CPU)
+    margin: float = 0.2            # a ranking flip needs both ratios beyond 1 + margin
+
+    @classmethod
+    def quick(cls) -> EfficiencyMisnomerConfig:
+        return cls()
+
+    @classmethod
+    def full(cls) -> EfficiencyMisnomerConfig:
+        return cls(embed_dim=128, seq_len=256, long_seq_len=1024, batch_size=16,
+                   batch_sizes=(1, 16, 64), repeats=20, rounds=5, warmup=3, threads=0)
+
+    def validate(self) -> None:
+        for key in ("embed_dim", "num_heads", "seq_len", "long_seq_len", "vocab_size",
+                    "lm_vocab_size", "batch_size", "share_depth", "linformer_k",
+                    "performer_features", "repeats", "rounds"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.embed_dim % (2 * self.num_heads):
+            raise ValueError(f"embed_dim must be a multiple of 2 * num_heads = "
+                             f"{2 * self.num_heads} (widths d, 1.5d, 2d, 3d), got "
+                             f"{self.embed_dim}")
+        if not self.moe_experts or min(self.moe_experts) < 2:
+            raise ValueError(f"moe_experts must list expert counts >= 2, got {self.moe_experts}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ValueError(f"batch_sizes must be positive, got {self.batch_sizes}")
+        if self.threads < 0 or self.margin <= 0:
+            raise ValueError(f"threads must be >= 0 and margin > 0, got threads="
+                             f"{self.threads}, margin={self.margin}")
+
+
+@dataclass
+class ZooEntry:
+    """One model of the zoo: the registry name, its options and the input it gets."""
+
+    name: str
+    family: str
+    model: str
+    options: dict[str, Any]
+    seq_len: int
+    vocab: int
+
+
+def zoo(cfg: EfficiencyMisnomerConfig) -> list[ZooEntry]:
+    """The models, one variation at a time around a base of width d, MLP 4d."""
+    d, n = cfg.embed_dim, cfg.seq_len
+    common = dict(num_heads=cfg.num_heads, pad_id=None, dropout=0.0)
+
+    def clf(name, family, depth, width=d, seq=n, **extra) -> ZooEntry:
+        opts = dict(common, vocab_size=cfg.vocab_size, num_classes=10, max_seq_len=seq,
+                    embed_dim=width, depth=depth, mlp_dim=4 * width, **extra)
+        return ZooEntry(name, family, "transformer_classifier", opts, seq, cfg.vocab_size)
+
+    entries = [clf(f"L{depth}-d{w}", "depth-width", depth, w)
+               for depth, w in ((8, d), (4, d * 3 // 2), (2, 2 * d), (1, 3 * d))]
+    entries += [clf(f"L{cfg.share_depth}-d{d}", "sharing", cfg.share_depth),
+                clf(f"L{cfg.share_depth}-d{d}-shared", "sharing", cfg.share_depth,
+                    share_layers=True)]
+    entries += [clf(f"L4-d{d}-dense", "moe", 4)]
+    entries += [clf(f"L4-d{d}-moe{e}", "moe", 4, moe_experts=e) for e in cfg.moe_experts]
+    kinds = {"softmax": {},
+             "linformer": {"k": cfg.linformer_k},
+             "performer": {"num_features": cfg.performer_features}}
+    for seq in (n, cfg.long_seq_len):
+        entries += [clf(f"{kind}-n{seq}", "attention", 2, seq=seq, attention=kind,
+                        attention_options=opts or None) for kind, opts in kinds.items()]
+    for tie in (False, True):
+        opts = dict(common, vocab_size=cfg.lm_vocab_size, max_seq_len=n, embed_dim=d, depth=4,
+                    mlp_dim=4 * d, tie_embeddings=tie)
+        entries.append(ZooEntry(f"lm-L4-d{d}" + ("-tied" if tie else ""), "lm",
+                                "transformer_lm", opts, n, cfg.lm_vocab_size))
+    return entries
+
+
+def _inputs(entry: ZooEntry, batch: int, seed: int) -> torch.Tensor:
+    # ids from 1: with pad_id=None nothing is padding anyway, and no model takes a mask path
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, entry.vocab, (batch, entry.seq_len), generator=g)
+
+
+def interleaved_latency(steps: dict[str, dict[str, Any]], rounds: int, warmup: int,
+                        repeats: int, sync) -> dict[str, dict[str, float]]:
+    """Models take turns (order rotated every round); per model and kind: the median over
+    rounds of the per-round median latency."""
+    names = list(steps)
+    per_round: dict[str, dict[str, list[float]]] = {
+        n: {"inference": [], "train_step": []} for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            for kind, step in steps[name].items():
+                reps = repeats if kind == "inference" else max(2, repeats // 2)
+                t = time_fn(step, warmup=warmup, repeats=reps, sync=sync)
+                per_round[name][kind].append(t.median_s)
+    return {n: {k: float(np.median(v)) for k, v in kinds.items()}
+            for n, kinds in per_round.items()}
+
+
+def indicator_values(model: dict[str, Any]) -> dict[str, float]:
+    """The analysis indicators of one model entry of the results (see :data:`INDICATORS`)."""
+    rep = model["report"]
+    b = rep["batch_size"]
+    ok = [t for t in rep["throughput"] if t["status"] == "ok" and t["mode"] == "inference"]
+    largest = max(ok, key=lambda t: t["batch_size"]) if ok else None
+    mem = rep.get("memory_train_step") or {}
+    return {
+        "params": float(rep["params"]["unique"]),
+        "flops_fwd": rep["flops_forward"]["total"] / b,
+        "flops_train": rep["flops_train_step"]["total"] / b,
+        "latency_inf": model["latency"]["inference"],
+        "latency_train": model["latency"]["train_step"],
+        "time_per_sample": 1.0 / largest["samples_per_s"] if largest else math.nan,
+        "memory_train": float(mem["bytes"]) if mem.get("bytes") is not None else math.nan,
+    }
+
+
+def kendall_matrix(values: dict[str, list[float]]) -> tuple[list[str], list[list[float]]]:
+    """Kendall's tau-b between every pair of indicators (NaN where a column has gaps)."""
+    keys = list(values)
+    tau = [[1.0 if a == b else float("nan") for b in keys] for a in keys]
+    for (i, a), (j, b) in itertools.combinations(enumerate(keys), 2):
+        x, y = np.asarray(values[a], float), np.asarray(values[b], float)
+        keep = np.isfinite(x) & np.isfinite(y)
+        if keep.sum() >= 3:
+            t = float(kendalltau(x[keep], y[keep]).statistic)
+            tau[i][j] = tau[j][i] = t
+    return keys, tau
+
+
+def ranking_flips(names: list[str], cost_a: list[float], cost_b: list[float], margin: float
+                  ) -> list[dict[str, Any]]:
+    """Pairs (x, y) where x costs at least ``1 + margin`` times y by indicator a, yet y costs
+    at least ``1 + margin`` times x by indicator b; strongest disagreement first."""
+    flips = []
+    for i, j in itertools.permutations(range(len(names)), 2):
+        ra, rb = cost_a[i] / cost_a[j], cost_b[j] / cost_b[i]
+        if ra >= 1 + margin and rb >= 1 + margin:
+            flips.append({"costlier_by_a": names[i], "costlier_by_b": names[j],
+                          "ratio_a": ra, "ratio_b": rb, "score": math.log(ra) + math.log(rb)})
+    return sorted(flips, key=lambda f: -f["score"])
+
+
+@register
+class EfficiencyMisnomer(Experiment):
+    name = "efficiency-misnomer"
+    paper = "The Efficiency Misnomer (arXiv 2110.12894), Sec. 3-4"
+    checks = ("parameters, FLOPs, latency, throughput and memory rank a transformer zoo "
+              "differently: sharing cuts parameters not time, MoE adds parameters not FLOPs, "
+              "FLOPs and speed rankings flip")
+    Config = EfficiencyMisnomerConfig
+    budget_s = {"quick": 120.0, "full": 3600.0}
+
+    def run(self, config: EfficiencyMisnomerConfig, ctx: RunContext) -> dict[str, Any]:
+        config.validate()
+        old_threads = torch.get_num_threads()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        try:
+            return self._run(config, ctx)
+        finally:
+            torch.set_num_threads(old_threads)
+
+    def _run(self, config: EfficiencyMisnomerConfig, ctx: RunContext) -> dict[str, Any]:
+        device = ctx.device
+        entries = zoo(config)
+        models: list[dict[str, Any]] = []
+        steps: dict[str, dict[str, Any]] = {}
+        for i, entry in enumerate(ctx.progress(entries, desc="measure zoo")):
+            torch.manual_seed(config.seed * 1000 + i)
+            model = create_model(entry.model, **entry.options)
+            x = _inputs(entry, config.batch_size, config.seed * 1000 + i)
+            report = measure(model, x, name=entry.name, device=device,
+                             batch_sizes=config.batch_sizes, tokens_per_sample=entry.seq_len,
+                             warmup=config.warmup, repeats=config.repeats,
+                             memory=config.memory)
+            models.append({"name": entry.name, "family": entry.family, "model": entry.model,
+                           "options": entry.options, "seq_len": entry.seq_len,
+                           "report": report.to_dict()})
+            work, xd = model.to(device), x.to(device)
+            steps[entry.name] = {"inference": make_inference_step(work, (xd,)),
+                                 "train_step": make_train_step(work, (xd,))}
+        latency = interleaved_latency(steps, config.rounds, max(1, config.warmup // 2),
+                                      config.repeats, synchronizer(device))
+        for m in models:
+            m["latency"] = latency[m["name"]]
+            m["indicators"] = indicator_values(m)
+        values = {k: [m["indicators"][k] for m in models] for k in INDICATORS}
+        keys, tau = kendall_matrix(values)
+        names = [m["name"] for m in models]
+        flips = {
+            "flops_vs_latency": ranking_flips(names, values["flops_fwd"], values["latency_inf"],
+                                              config.margin),
+            "flops_vs_throughput": ranking_flips(names, values["flops_fwd"],
+                                                 values["time_per_sample"], config.margin),
+            "params_vs_latency": ranking_flips(names, values["params"], values["latency_inf"],
+                                               config.margin),
+        }
+        return {"machine": machine_info(device, torch.float32), "models": models,
+                "kendall": {"indicators": keys, "tau": tau}, "flips": flips}
+
+    # -- judging ---------------------------------------------------------------------------
+    @staticmethod
+    def _by_name(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {m["name"]: m for m in results["models"]}
+
+    def claims(self, results: dict[str, Any], config: EfficiencyMisnomerConfig) -> list[Claim]:
+        by = self._by_name(results)
+        d, L = config.embed_dim, config.share_depth
+        machine = results["machine"]
+        where = (f"{machine['device_name']}, {machine['torch_threads']} thread(s); "
+                 "latency = median of interleaved rounds")
+        claims = []
+
+        base, shared = by[f"L{L}-d{d}"], by[f"L{L}-d{d}-shared"]
+        p_ratio = (base["report"]["params"]["non_embedding"]
+                   / shared["report"]["params"]["non_embedding"])
+        f_ratio = shared["indicators"]["flops_fwd"] / base["indicators"]["flops_fwd"]
+        t_inf = shared["indicators"]["latency_inf"] / base["indicators"]["latency_inf"]
+        t_train = shared["indicators"]["latency_train"] / base["indicators"]["latency_train"]
+        params_ok = abs(p_ratio - L) <= 0.15 * L
+        flops_ok = abs(f_ratio - 1) <= 0.02
+        time_ok = all(abs(t - 1) <= 0.25 for t in (t_inf, t_train))
+        claims.append(Claim(
+            text=f"sharing one layer across L = {L} layers cuts parameters about L-fold while "
+                 "FLOPs and time stay put",
+            paper="Universal Transformer / ALBERT: far fewer parameters, same FLOPs and speed",
+            ours=f"non-embedding parameters / {p_ratio:.2f}; FLOPs x {f_ratio:.3f}; latency "
+                 f"x {t_inf:.2f} (inference), x {t_train:.2f} (training step) [{where}]",
+            tolerance="parameter ratio within 15% of L; FLOPs ratio within 2% of 1; both "
+                      "latency ratios within 25% of 1 (partly: parameters and FLOPs only)",
+            verdict="reproduced" if params_ok and flops_ok and time_ok
+            else "partly" if params_ok and flops_ok else "not reproduced",
+        ))
+
+        dense = by[f"L4-d{d}-dense"]
+        e_max = max(config.moe_experts)
+        parts = []
+        ok_params, ok_flops = True, True
+        for e in config.moe_experts:
+            moe = by[f"L4-d{d}-moe{e}"]
+            pr = moe["report"]["params"]["unique"] / dense["report"]["params"]["unique"]
+            fr = (moe["report"]["flops_forward_per_token"]
+                  / dense["report"]["flops_forward_per_token"])
+            tr = moe["indicators"]["latency_inf"] / dense["indicators"]["latency_inf"]
+            parts.append(f"E={e}: parameters x {pr:.2f}, FLOPs/token x {fr:.3f}, "
+                         f"inference latency x {tr:.2f}")
+            ok_flops &= abs(fr - 1) <= 0.10
+            if e == e_max:
+                ok_params &= pr >= e_max / 4
+        claims.append(Claim(
+            text="a top-1 mixture-of-experts feed-forward multiplies parameters while FLOPs "
+                 "per token stay about flat",
+            paper="Switch/MoE: parameters grow with the number of experts at ~constant FLOPs",
+            ours="; ".join(parts) + f" [{where}]",
+            tolerance=f"FLOPs per token within 10% of dense for every E; parameters at "
+                      f"E = {e_max} at least E/4 = {e_max / 4:g} times dense",
+            verdict="reproduced" if ok_params and ok_flops
+            else "partly" if ok_params or ok_flops else "not reproduced",
+        ))
+
+        dw = [m for m in results["models"] if m["family"] == "depth-width"]
+        flops = [m["indicators"]["flops_fwd"] for m in dw]
+        lat = [m["indicators"]["latency_inf"] for m in dw]
+        f_spread = max(flops) / min(flops)
+        deep, wide = dw[0], dw[-1]
+        deep_wide = deep["indicators"]["latency_inf"] / wide["indicators"]["latency_inf"]
+        l_spread = max(lat) / min(lat)
+        claims.append(Claim(
+            text="depth vs width at about equal FLOPs: the deep, narrow model is the slower",
+            paper="at equal FLOPs, deeper models run slower (depth parallelizes worse)",
+            ours=f"FLOPs spread x {f_spread:.2f} across {', '.join(m['name'] for m in dw)}; "
+                 f"inference latency {deep['name']} / {wide['name']} = {deep_wide:.2f} "
+                 f"(spread x {l_spread:.2f}) [{where}]",
+            tolerance=f"FLOPs within x 1.25 of each other; deepest at least "
+                      f"{1 + config.margin:g} x the widest's latency (partly: latencies differ "
+                      f"by that much in another order)",
+            verdict="not reproduced" if f_spread > 1.25
+            else "reproduced" if deep_wide >= 1 + config.margin
+            else "partly" if l_spread >= 1 + config.margin else "not reproduced",
+        ))
+
+        flips = results["flips"]["flops_vs_latency"] + results["flips"]["flops_vs_throughput"]
+        best = max(flips, key=lambda f: f["score"]) if flips else None
+        n_lat = len(results["flips"]["flops_vs_latency"])
+        n_thr = len(results["flips"]["flops_vs_throughput"])
+        claims.append(Claim(
+            text="some models are ranked one way by FLOPs and the other way by measured "
+                 "latency or throughput",
+            paper="rankings by FLOPs and by speed disagree",
+            ours=(f"{best['costlier_by_a']} has x {best['ratio_a']:.2f} the FLOPs of "
+                  f"{best['costlier_by_b']}, yet {best['costlier_by_b']} is x "
+                  f"{best['ratio_b']:.2f} slower; {n_lat} pair(s) flip by latency, {n_thr} "
+                  f"by throughput [{where}]") if best else f"no such pair [{where}]",
+            tolerance=f"both ratios at least {1 + config.margin:g} (noise cannot flip them)",
+            verdict="reproduced" if best else "not reproduced",
+        ))
+        return claims
+
+    # -- presentation ----------------------------------------------------------------------
+    def figures(self, results: dict[str, Any], config: EfficiencyMisnomerConfig, outdir: Path
+                ) -> list[str]:
+        models = results["models"]
+        keys = list(INDICATORS)
+        short = {"params": "params", "flops_fwd": "fwd FLOPs/sample",
+                 "flops_train": "train FLOPs/sample", "latency_inf": "inference s",
+                 "latency_train": "train step s", "time_per_sample": "s/sample (max batch)",
+                 "memory_train": "train peak bytes"}
+        colors = {f: f"C{i}" for i, f in enumerate(FAMILIES)}
+        k = len(keys)
+        fig, axes = plt.subplots(k, k, figsize=(2.0 * k, 2.0 * k))
+        for i, a in enumerate(keys):
+            for j, b in enumerate(keys):
+                ax = axes[i][j]
+                ax.tick_params(labelsize=5)
+                if i == j:
+                    ax.text(0.5, 0.5, short[a], ha="center", va="center", fontsize=8,
+                            transform=ax.transAxes)
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                    continue
+                for fam in FAMILIES:
+                    pts = [(m["indicators"][b], m["indicators"][a]) for m in models
+                           if m["family"] == fam]
+                    pts = [p for p in pts if all(np.isfinite(p)) and min(p) > 0]
+                    if pts:
+                        xs, ys = zip(*pts)
+                        ax.scatter(xs, ys, s=10, color=colors[fam], label=fam)
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                if i == k - 1:
+                    ax.set_xlabel(short[b], fontsize=6)
+                if j == 0:
+                    ax.set_ylabel(short[a], fontsize=6)
+        handles, labels = axes[0][1].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncol=len(FAMILIES), fontsize=8)
+        fig.suptitle(f"Cost indicators of the zoo ({results['machine']['device_name']}, "
+                     f"{results['machine']['torch_threads']} thread(s)); log-log", y=0.995,
+                     fontsize=10)
+        names = [save_figure(fig, outdir, "indicator_scatter_matrix.png")]
+
+        by = self._by_name(results)
+        d, L = config.embed_dim, config.share_depth
+        cases = [(f"L{L}-d{d}-shared", f"L{L}-d{d}")]
+        cases += [(f"L4-d{d}-moe{e}", f"L4-d{d}-dense") for e in config.moe_experts]
+        dw = [m["name"] for m in models if m["family"] == "depth-width"]
+        cases += [(n, dw[-1]) for n in dw[:-1]]
+        shown = ["params", "flops_fwd", "latency_inf", "latency_train", "memory_train"]
+        fig, ax = plt.subplots(figsize=(10, 4))
+        width = 0.8 / len(shown)
+        for s, key in enumerate(shown):
+            ratios = [by[a]["indicators"][key] / by[b]["indicators"][key] for a, b in cases]
+            ax.bar(np.arange(len(cases)) + (s - len(shown) / 2 + 0.5) * width, ratios, width,
+                   label=short[key])
+        ax.axhline(1.0, color="0.3", lw=1)
+        ax.set_yscale("log")
+        ax.set_xticks(np.arange(len(cases)))
+        ax.set_xticklabels([f"{a}\nvs {b}" for a, b in cases], fontsize=7)
+        ax.set_ylabel("ratio (log scale)")
+        ax.set_title("The paper's cases: each model's cost relative to its reference")
+        ax.legend(fontsize=7, ncol=len(shown))
+        ax.grid(axis="y", which="both", alpha=0.25)
+        names.append(save_figure(fig, outdir, "paper_cases.png"))
+        return names
+
+    def tables(self, results: dict[str, Any], config: EfficiencyMisnomerConfig) -> list[Table]:
+        m0 = results["machine"]
+        machine = (f"{m0['device_name']} ({m0['device']}), {m0['usable_cores']} usable cores, "
+                   f"{m0['torch_threads']} torch thread(s), torch {m0['torch_version']}, "
+                   f"{m0['dtype']}, {m0['date_utc']}")
+        rows = []
+        for m in results["models"]:
+            r, ind = m["report"], m["indicators"]
+            mem = (r.get("memory_train_step") or {}).get("bytes")
+            rows.append([m["name"], m["family"], m["seq_len"], f"{r['params']['unique']:,}",
+                         f"{r['params']['total']:,}", f"{ind['flops_fwd'] / 1e6:.1f}",
+                         f"{ind['flops_train'] / 1e6:.1f}", f"{1e3 * ind['latency_inf']:.2f}",
+                         f"{1e3 * ind['latency_train']:.2f}",
+                         f"{1 / ind['time_per_sample']:.0f}" if ind["time_per_sample"] > 0
+                         else "-", "-" if mem is None else f"{mem / 2**20:.1f}"])
+        b, bmax = config.batch_size, max(config.batch_sizes)
+        tables = [Table(
+            "Every indicator of every model",
+            ["model", "family", "seq", "params (unique)", "params (registrations)",
+             "fwd MFLOPs/sample", "train MFLOPs/sample", f"inference ms (batch {b})",
+             f"train step ms (batch {b})", f"samples/s (batch {bmax})", "train peak MiB"],
+            rows,
+            note=f"Machine: {machine}. Latencies: median over {config.rounds} interleaved "
+                 f"rounds of per-round medians of {config.repeats} calls; a shared CPU is "
+                 "noisy, so only ratios beyond 1.2 are read as real. FLOPs: 1 multiply-add = "
+                 "2 FLOPs, matrix products and attention only. CPU memory: peak RSS growth of "
+                 "a fresh process, a few MiB of one-time library buffers included.")]
+        keys, tau = results["kendall"]["indicators"], results["kendall"]["tau"]
+        tables.append(Table(
+            "Kendall rank correlation between indicators (tau-b, across the zoo)",
+            ["indicator", *keys],
+            [[INDICATORS[a], *[("-" if not np.isfinite(t) else f"{t:+.2f}") for t in row]]
+             for a, row in zip(keys, tau)],
+            note="1 = the two indicators rank the zoo the same way; all indicators are "
+                 "oriented so that larger means costlier."))
+        flip_rows = []
+        for kind, flips in results["flips"].items():
+            for f in flips[:4]:
+                flip_rows.append([kind.replace("_", " "), f["costlier_by_a"],
+                                  f"x {f['ratio_a']:.2f}", f["costlier_by_b"],
+                                  f"x {f['ratio_b']:.2f}"])
+        tables.append(Table(
+            "Ranking flips (strongest first, up to 4 per comparison)",
+            ["comparison (a vs b)", "costlier by a", "ratio a", "costlier by b", "ratio b"],
+            flip_rows,
+            note=f"A flip needs both ratios >= {1 + config.margin:g}. Machine: {machine}."))
+        return tables

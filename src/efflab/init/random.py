@@ -1,0 +1,56 @@
+"""The random initializations ZerO is compared with (Zhao et al., TMLR 2022, Section 5).
+
+``random_init_(model, "kaiming", generator)``: He et al. (2015), weights ~ N(0, 2 / fan_in);
+``"xavier"``: Glorot & Bengio (2010), weights ~ N(0, 2 / (fan_in + fan_out)). Biases 0, norm
+layers weight 1 / bias 0, embeddings ~ N(0, 1). The draws come from ``generator`` only, so a
+seeded generator gives the same network whatever else used the global RNG.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+Scheme = Literal["kaiming", "xavier"]
+SCHEMES = ("kaiming", "xavier")
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+
+
+@torch.no_grad()
+def random_init_(model: nn.Module, scheme: Scheme, generator: torch.Generator) -> nn.Module:
+    """Re-initialize every Linear, Conv, norm layer and Embedding of ``model`` in place;
+    return it. Raises TypeError for other modules that hold parameters."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    for name, sub in model.named_modules():
+        if not list(sub.parameters(recurse=False)):
+            continue
+        if isinstance(sub, (nn.Linear, nn.modules.conv._ConvNd)):
+            if scheme == "kaiming":
+                nn.init.kaiming_normal_(sub.weight, mode="fan_in", nonlinearity="relu",
+                                        generator=generator)
+            else:
+                nn.init.xavier_normal_(sub.weight, generator=generator)
+            if sub.bias is not None:
+                sub.bias.zero_()
+        elif isinstance(sub, _NORMS):
+            if getattr(sub, "weight", None) is not None:
+                sub.weight.fill_(1.0)
+            if getattr(sub, "bias", None) is not None:
+                sub.bias.zero_()
+            if hasattr(sub, "reset_running_stats"):
+                sub.reset_running_stats()
+        elif isinstance(sub, nn.Embedding):
+            sub.weight.normal_(0.0, 1.0, generator=generator)
+            if sub.padding_idx is not None:
+                sub.weight[sub.padding_idx].zero_()
+        else:
+            raise TypeError(f"random_init_ has no rule for module type {type(sub).__qualname__} "
+                            f"(submodule {name or '<root>'!r})")
+    return model
+
+
+__all__ = ["SCHEMES", "Scheme", "random_init_"]

@@ -1,0 +1,271 @@
+"""ZerO initialization of whole networks (Zhao et al., TMLR 2022, Algorithms 1 and 2, Section 4).
+
+``zero_init_(model)`` sets every parameter of ``model`` in place, with no randomness:
+
+* ``nn.Linear``: Algorithm 1 (identity / partial identity / scaled Hadamard, see
+  :mod:`efflab.init.matrices`), bias 0.
+* ``nn.Conv1d/2d/3d``: Algorithm 2: the whole kernel is zeroed and the Algorithm 1 matrix is
+  placed at the centre tap, so that the convolution starts as a 1x1 (per group) channel map.
+  Kernel sizes must be odd (an even kernel has no centre tap).
+* Norm layers (batch, layer, group, instance, RMS norm): weight 1, bias 0, running statistics
+  reset.
+* ``nn.Embedding``: the (num_embeddings, dim) table gets Algorithm 1 as if it were the weight
+  of a Linear dim -> num_embeddings (the tied-output view), so every token starts with a
+  distinct nonzero vector while num_embeddings <= 2^ceil(log2 dim); the padding row is 0.
+* ``nn.MultiheadAttention`` (PyTorch's): query, key and value projections each by Algorithm 1.
+
+Residual networks (Section 4 of the paper): the last layer of every residual branch and the
+final classifier start at zero, so that each block starts as its shortcut and the network as
+a chain of identities and Hadamard mixes. A model says where these are: any submodule with an
+attribute ``branch_last`` (a module or a tuple of modules) marks the last layer(s) of its
+residual branch(es); a network containing such blocks names its final classifier by an
+attribute ``classifier``. Both are overridable with ``zero_init_(model, zeros=[...])``.
+Width-changing shortcuts (1x1 convolutions or Linears) need nothing special: Algorithm 1 on a
+widening map *is* the partial identity with a Hadamard mix.
+
+Gradient flow. With the final classifier at zero, step one updates only the classifier; the
+next step reaches every layer except those behind a zero layer, the one after that reaches
+the rest (``tests/init`` checks: every parameter of efflab's ResNets, with and without batch
+norm, has a nonzero gradient by step 3 with the ordinary ``nn.ReLU``). The paper's code needed
+a ReLU whose gradient at 0 is 1 because it zeroed *every* convolution of a pre-activation
+network, so that all pre-activations were exactly 0; here only the last layer of each branch
+is zero and the other layers carry the signal, so ReLU'(0) = 0 blocks nothing.
+
+Batch norm after the branch's last convolution (efflab's post-activation ``BasicBlock``): a
+zero convolution followed by batch norm does not give a zero branch that grows gradually,
+because batch norm rescales whatever the convolution outputs after its first update to unit
+variance (and its gradient at a constant input is multiplied by 1/sqrt(eps)). The branch's
+last layer is then the norm layer: its weight starts at 0 and the convolution before it keeps
+its Algorithm 2 value, which is what ``BasicBlock.branch_last`` returns.
+
+Unknown module types that hold parameters are refused with an error naming them; add a rule
+with :func:`register_zero_rule`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from efflab.init.matrices import SCALES, Scale, zero_matrix
+
+#: a rule sets the module's *own* parameters (not its children's) in place
+ZeroRule = Callable[[nn.Module, Scale], None]
+
+_RULES: dict[type[nn.Module], ZeroRule] = {}
+
+
+def register_zero_rule(module_type: type[nn.Module], rule: ZeroRule | None = None):
+    """Teach :func:`zero_init_` a module type: ``rule(module, scale)`` must set every parameter
+    that ``module`` holds itself (``module.parameters(recurse=False)``), deterministically.
+
+    Usable directly, ``register_zero_rule(MyLayer, my_rule)``, or as a decorator,
+    ``@register_zero_rule(MyLayer)``. Subclasses of a registered type use its rule unless they
+    have their own. Returns the rule.
+    """
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise TypeError(f"module_type must be a subclass of torch.nn.Module, got {module_type!r}")
+
+    def deco(fn: ZeroRule) -> ZeroRule:
+        if not callable(fn):
+            raise TypeError(f"rule must be callable, got {fn!r}")
+        _RULES[module_type] = fn
+        return fn
+
+    return deco if rule is None else deco(rule)
+
+
+def zero_rule_for(module: nn.Module) -> ZeroRule | None:
+    """The rule :func:`zero_init_` would apply to ``module`` (nearest registered base class)."""
+    for cls in type(module).__mro__:
+        if cls in _RULES:
+            return _RULES[cls]
+    return None
+
+
+@torch.no_grad()
+def zero_conv_(weight: torch.Tensor, scale: Scale = "orthonormal", groups: int = 1
+               ) -> torch.Tensor:
+    """Algorithm 2 on a convolution kernel, in place; returns ``weight``.
+
+    weight: (out_channels, in_channels // groups, *kernel_size), any number of spatial axes,
+    every kernel size odd. All taps are zeroed; the centre tap gets, for each group, the
+    Algorithm 1 matrix (out_channels // groups, in_channels // groups).
+    """
+    if weight.dim() < 3:
+        raise ValueError(
+            f"weight must be (out, in/groups, *kernel), got shape {tuple(weight.shape)}")
+    kernel = tuple(weight.shape[2:])
+    if any(k % 2 == 0 for k in kernel):
+        raise ValueError(f"ZerO needs odd kernel sizes (a centre tap), got kernel_size={kernel}")
+    out_ch, in_per_group = weight.shape[:2]
+    if groups < 1 or out_ch % groups:
+        raise ValueError(f"groups must divide out_channels={out_ch}, got groups={groups}")
+    block = zero_matrix(out_ch // groups, in_per_group, scale, dtype=weight.dtype,
+                        device=weight.device)
+    weight.zero_()
+    centre = tuple(k // 2 for k in kernel)
+    # outputs of group g only see inputs of group g, so stacking the per-group blocks along
+    # the output axis is the block-diagonal map
+    weight[(slice(None), slice(None), *centre)] = block.repeat(groups, 1)
+    return weight
+
+
+def zero_conv_reference(shape: tuple[int, ...], scale: Scale = "orthonormal", groups: int = 1
+                        ) -> torch.Tensor:
+    """Algorithm 2 tap by tap in float64: W[o, i, *t] = M[o mod (out/groups), i] at the centre
+    tap t, 0 elsewhere. Slow; for tests."""
+    from efflab.init.matrices import zero_matrix_reference
+
+    out_ch, in_per_group, *kernel = shape
+    per_group = out_ch // groups
+    m = zero_matrix_reference(per_group, in_per_group, scale)
+    w = torch.zeros(shape, dtype=torch.float64)
+    centre = [k // 2 for k in kernel]
+    for idx in torch.cartesian_prod(*[torch.arange(s) for s in shape]).tolist():
+        o, i, *tap = idx
+        if tap == centre:
+            w[tuple(idx)] = m[o % per_group, i]
+    return w
+
+
+@torch.no_grad()
+def start_at_zero_(module: nn.Module) -> nn.Module:
+    """Set every parameter ``module`` holds itself to 0 (a norm layer then outputs 0 too)."""
+    own = list(module.parameters(recurse=False))
+    if not own:
+        raise ValueError(f"{type(module).__name__} holds no parameters of its own, so it cannot "
+                         "start at zero; mark the layer itself (e.g. the last Linear, Conv or "
+                         "norm layer of the branch)")
+    for p in own:
+        p.zero_()
+    return module
+
+
+def residual_zeros(model: nn.Module) -> list[nn.Module]:
+    """The layers the residual rule starts at zero: every ``branch_last`` of a submodule and,
+    when there is at least one, the ``classifier`` of the network(s) holding them."""
+    zeros: list[nn.Module] = []
+    for sub in model.modules():
+        last = getattr(sub, "branch_last", None)
+        if last is None:
+            continue
+        for layer in (last if isinstance(last, (list, tuple)) else (last,)):
+            if not isinstance(layer, nn.Module):
+                raise TypeError(f"{type(sub).__name__}.branch_last must be a module or a tuple "
+                                f"of modules, got {type(layer).__name__}")
+            zeros.append(layer)
+    if zeros:
+        for sub in model.modules():
+            head = getattr(sub, "classifier", None)
+            if isinstance(head, nn.Module):
+                zeros.append(head)
+    return zeros
+
+
+@torch.no_grad()
+def zero_init_(model: nn.Module, scale: Scale = "orthonormal",
+               zeros: Iterable[nn.Module] | None = None) -> nn.Module:
+    """ZerO-initialize ``model`` in place and return it (see the module docstring).
+
+    scale: the Hadamard constant, ``"orthonormal"`` = 2^{-m/2} (default) or ``"paper"`` =
+    2^{-(m-1)/2}. zeros: the layers that start at zero; ``None`` finds them through the
+    ``branch_last`` / ``classifier`` attributes (:func:`residual_zeros`), ``[]`` zeroes none.
+    Raises TypeError for a module type without a rule (see :func:`register_zero_rule`).
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    todo = []
+    for name, sub in model.named_modules():
+        own = [n for n, _ in sub.named_parameters(recurse=False)]
+        if not own:
+            continue
+        rule = zero_rule_for(sub)
+        if rule is None:
+            kind = type(sub)
+            raise TypeError(
+                f"zero_init_ has no rule for module type {kind.__module__}.{kind.__qualname__} "
+                f"(submodule {name or '<root>'!r}, parameters {own}); register one with "
+                f"efflab.init.register_zero_rule({kind.__name__}, rule)")
+        todo.append((sub, rule))
+    # every module is checked before any is changed, so a refusal leaves the model untouched
+    for sub, rule in todo:
+        rule(sub, scale)
+    for layer in residual_zeros(model) if zeros is None else zeros:
+        start_at_zero_(layer)
+    return model
+
+
+# ---- the rules for PyTorch's layers -------------------------------------------------------
+
+def _zero_bias(module: nn.Module) -> None:
+    if getattr(module, "bias", None) is not None:
+        module.bias.zero_()
+
+
+@register_zero_rule(nn.Linear)
+def _linear_rule(module: nn.Linear, scale: Scale) -> None:
+    w = module.weight
+    w.copy_(zero_matrix(w.shape[0], w.shape[1], scale, dtype=w.dtype, device=w.device))
+    _zero_bias(module)
+
+
+def _conv_rule(module: nn.modules.conv._ConvNd, scale: Scale) -> None:
+    try:
+        zero_conv_(module.weight, scale, groups=module.groups)
+    except ValueError as e:
+        raise ValueError(
+            f"{type(module).__name__}(kernel_size={module.kernel_size}): {e}") from None
+    _zero_bias(module)
+
+
+for _conv in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+    register_zero_rule(_conv, _conv_rule)
+
+
+def _norm_rule(module: nn.Module, scale: Scale) -> None:
+    if getattr(module, "weight", None) is not None:
+        module.weight.fill_(1.0)
+    _zero_bias(module)
+    if hasattr(module, "reset_running_stats"):
+        module.reset_running_stats()
+
+
+for _norm in (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm):
+    register_zero_rule(_norm, _norm_rule)
+
+
+@register_zero_rule(nn.Embedding)
+def _embedding_rule(module: nn.Embedding, scale: Scale) -> None:
+    w = module.weight
+    w.copy_(zero_matrix(w.shape[0], w.shape[1], scale, dtype=w.dtype, device=w.device))
+    if module.padding_idx is not None:
+        w[module.padding_idx].zero_()
+
+
+@register_zero_rule(nn.MultiheadAttention)
+def _torch_mha_rule(module: nn.MultiheadAttention, scale: Scale) -> None:
+    # the output projection is a child Linear and gets the Linear rule
+    e = module.embed_dim
+    if module.in_proj_weight is not None:
+        w = module.in_proj_weight  # (3 * embed_dim, embed_dim): query, key, value stacked
+        for i in range(3):
+            w[i * e:(i + 1) * e].copy_(zero_matrix(e, e, scale, dtype=w.dtype, device=w.device))
+    for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+        w = getattr(module, name, None)
+        if w is not None:
+            w.copy_(zero_matrix(w.shape[0], w.shape[1], scale, dtype=w.dtype, device=w.device))
+    for name in ("in_proj_bias", "bias_k", "bias_v"):
+        b = getattr(module, name, None)
+        if b is not None:
+            b.zero_()
+
+
+__all__ = [
+    "ZeroRule", "register_zero_rule", "residual_zeros", "start_at_zero_", "zero_conv_",
+    "zero_conv_reference", "zero_init_", "zero_rule_for",
+]

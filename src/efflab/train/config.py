@@ -1,0 +1,107 @@
+"""The training configuration shared by mini-batch SGD and full-batch GD (paper 6, Sec. 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+GRAD_REG_METHODS = ("finite-difference", "double-backprop")
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Exactly one of ``steps`` and ``epochs`` is set (epochs may be fractional).
+
+    ``batch_size=None`` is full-batch gradient descent: every step uses the exact gradient of
+    the mean loss over the whole training set, accumulated over micro-batches of
+    ``micro_batch_size`` samples (which bounds memory, never the result). With a mini-batch
+    ``batch_size``, ``micro_batch_size`` splits each batch the same way.
+
+    ``grad_reg`` adds ``grad_reg * sum_k (n_k / N) |grad L_k|^2`` to the loss, where the
+    ``L_k`` are the mean losses of blocks of ``grad_reg_block`` samples of the batch (a plain
+    mean over blocks when they are equal): the explicit regularizer of Geiping et al. (2022,
+    Sec. 3.3). Its gradient ``2 H_k g_k`` is computed either by a finite difference of block
+    gradients at ``theta + grad_reg_eps * g_k / |g_k|`` (one extra forward and backward per
+    block, the paper's method) or by double backprop (the exact check).
+    """
+
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int | None = 128
+    micro_batch_size: int | None = None
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    clip_norm: float | None = None
+    grad_reg: float = 0.0
+    grad_reg_block: int = 128
+    grad_reg_method: str = "finite-difference"
+    eval_every: int = 0
+    amp: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+    # options beyond the agreed API
+    grad_reg_eps: float = 1e-2
+    eval_batch_size: int = 1024
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    min_lr_ratio: float = 0.0
+    log_grad_norm: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError(
+                f"exactly one of steps and epochs must be set, got steps={self.steps}, "
+                f"epochs={self.epochs}")
+        if self.steps is not None and (int(self.steps) != self.steps or self.steps < 1):
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs!r}")
+        for name in ("batch_size", "micro_batch_size"):
+            v = getattr(self, name)
+            if v is not None and (int(v) != v or v < 1):
+                raise ValueError(f"{name} must be None or a positive integer, got {v!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.grad_reg_method not in GRAD_REG_METHODS:
+            raise ValueError(f"grad_reg_method must be one of {GRAD_REG_METHODS}, "
+                             f"got {self.grad_reg_method!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ValueError(f"momentum and weight_decay must be >= 0, got momentum="
+                             f"{self.momentum!r}, weight_decay={self.weight_decay!r}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ValueError(f"nesterov needs optimizer='sgd' and momentum > 0, got optimizer="
+                             f"{self.optimizer!r}, momentum={self.momentum!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be None or > 0, got {self.clip_norm!r}")
+        if self.grad_reg < 0:
+            raise ValueError(f"grad_reg must be >= 0, got {self.grad_reg!r}")
+        if self.grad_reg_block < 1:
+            raise ValueError(f"grad_reg_block must be >= 1, got {self.grad_reg_block!r}")
+        if not self.grad_reg_eps > 0:
+            raise ValueError(f"grad_reg_eps must be > 0, got {self.grad_reg_eps!r}")
+        if self.eval_every < 0 or self.checkpoint_every < 0:
+            raise ValueError(f"eval_every and checkpoint_every must be >= 0, got eval_every="
+                             f"{self.eval_every!r}, checkpoint_every={self.checkpoint_every!r}")
+        if self.checkpoint_every > 0 and self.checkpoint_dir is None:
+            raise ValueError(f"checkpoint_every={self.checkpoint_every} needs a checkpoint_dir")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+
+    @property
+    def full_batch(self) -> bool:
+        return self.batch_size is None

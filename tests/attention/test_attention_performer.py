@@ -1,0 +1,322 @@
+"""Performer / FAVOR+: fast paths against float64 references, and the estimator's statistics."""
+
+import math
+
+import pytest
+import torch
+
+from efflab.attention import (
+    FEATURE_MAPS,
+    PerformerAttention,
+    causal_linear_attention,
+    causal_linear_attention_reference,
+    draw_random_features,
+    favor_attention,
+    favor_attention_reference,
+    favor_step,
+    features_seed,
+    random_feature_map,
+    softmax_attention_reference,
+)
+
+F64 = torch.float64
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _qkv(b=2, h=2, n=13, d=4, seed=0, dtype=F64, scale=1.0):
+    g = _gen(seed)
+    return tuple(scale * torch.randn(b, h, n, d, generator=g, dtype=F64).to(dtype)
+                 for _ in range(3))
+
+
+def _w(m=8, d=4, seed=1, orthogonal=True):
+    return draw_random_features(m, d, orthogonal, generator=_gen(seed))
+
+
+# ---------------------------------------------------------------- random features
+
+def test_orthogonal_blocks_are_orthogonal_with_fixed_or_chi_norms():
+    d, m = 6, 15  # three blocks, the last one cut to 3 rows
+    w = draw_random_features(m, d, norm="fixed", generator=_gen(0))
+    assert w.shape == (m, d)
+    torch.testing.assert_close(w.norm(dim=1), torch.full((m,), math.sqrt(d), dtype=F64))
+    for start in range(0, m, d):
+        blk = w[start:start + d]
+        gram = blk @ blk.T
+        torch.testing.assert_close(gram, torch.diag(torch.diagonal(gram)), atol=1e-12, rtol=0)
+    chi = draw_random_features(3000, d, norm="chi", generator=_gen(1))
+    sq = chi.norm(dim=1) ** 2  # chi(d)^2 = chi-square(d): mean d, variance 2d
+    assert abs(sq.mean().item() - d) < 5 * math.sqrt(2 * d / 3000)
+    assert sq.std().item() > 1.0  # not all equal to d
+
+
+def test_orthogonal_draw_has_sign_correction():
+    # Householder QR returns Q with a fixed sign pattern; without Q diag(sign(diag R)) the first
+    # entry of each block would always have the same sign.
+    d, blocks = 4, 2000
+    w = draw_random_features(d * blocks, d, norm="fixed", generator=_gen(2))
+    first = torch.sign(w[::d, 0])
+    assert abs(first.mean().item()) < 4 / math.sqrt(blocks)
+
+
+def test_draws_are_a_function_of_seed_and_count():
+    a = draw_random_features(5, 3, generator=_gen(features_seed(7, 2)))
+    b = draw_random_features(5, 3, generator=_gen(features_seed(7, 2)))
+    c = draw_random_features(5, 3, generator=_gen(features_seed(7, 3)))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert features_seed(7, 2) != features_seed(2, 7)
+
+
+# ---------------------------------------------------------------- estimator statistics
+
+@pytest.mark.parametrize("kind", ["positive", "hyperbolic", "trig"])
+@pytest.mark.parametrize("orthogonal", [False, True])
+def test_kernel_estimate_is_unbiased(kind, orthogonal):
+    d, blocks = 4, 20000
+    x = torch.tensor([0.3, -0.5, 0.2, 0.4], dtype=F64)
+    y = torch.tensor([-0.1, 0.6, 0.3, -0.2], dtype=F64)
+    w = draw_random_features(d * blocks, d, orthogonal, generator=_gen(3))
+    # phi(x).phi(y) over all m features is the mean of per-block estimates: use their spread
+    # for the statistical bound (blocks are independent draws).
+    per_block = (random_feature_map(x, w, kind) * random_feature_map(y, w, kind))
+    m = w.shape[0]
+    if kind != "positive":
+        per_block = per_block[:m] + per_block[m:]
+    est = per_block.view(blocks, d).sum(1) * blocks  # each an unbiased estimate
+    target = math.exp((x @ y).item())
+    stderr = est.std().item() / math.sqrt(blocks)
+    assert abs(est.mean().item() - target) < 5 * stderr
+    assert stderr < 0.05 * target  # the bound is tight enough to mean something
+
+
+def _attention_mse(m, orthogonal, kind="positive", draws=12, n=64, d=8, seed=0):
+    q, k, v = _qkv(b=1, h=1, n=n, d=d, seed=seed, scale=0.6)
+    exact = softmax_attention_reference(q, k, v)
+    errs = []
+    for r in range(draws):
+        w = draw_random_features(m, d, orthogonal, generator=_gen(1000 * m + r))
+        errs.append(((favor_attention(q, k, v, w, feature_map=kind) - exact) ** 2).mean())
+    return torch.stack(errs).mean().item()
+
+
+def test_error_falls_roughly_as_one_over_m():
+    ms = [8, 32, 128, 512]
+    mse = [_attention_mse(m, orthogonal=False) for m in ms]
+    slope = (math.log(mse[-1]) - math.log(mse[0])) / (math.log(ms[-1]) - math.log(ms[0]))
+    assert -1.4 < slope < -0.6, (mse, slope)
+
+
+def test_orthogonal_beats_iid_on_average():
+    # Theorem 2 of the paper: orthogonal features have lower MSE for the positive estimator.
+    # Many independent one-block estimates (m = d) per pair give a tight comparison.
+    d, blocks = 16, 5000
+    g = _gen(11)
+    x, y = torch.randn(8, d, generator=g, dtype=F64), torch.randn(8, d, generator=g, dtype=F64)
+    x, y = 0.8 * x / x.norm(dim=1, keepdim=True), 0.8 * y / y.norm(dim=1, keepdim=True)
+    target = torch.exp((x * y).sum(-1, keepdim=True))
+    mse = {}
+    for orthogonal in (True, False):
+        w = draw_random_features(d * blocks, d, orthogonal, generator=_gen(12))
+        est = (random_feature_map(x, w) * random_feature_map(y, w)).view(8, blocks, d).sum(-1)
+        mse[orthogonal] = ((est * blocks - target) ** 2).mean().item()
+    assert mse[True] < 0.9 * mse[False], mse
+
+
+# ---------------------------------------------------------------- fast path = reference
+
+@pytest.mark.parametrize("kind", FEATURE_MAPS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_favor_matches_reference(kind, causal):
+    q, k, v = _qkv(seed=FEATURE_MAPS.index(kind) + 10 * causal)
+    mask = torch.zeros(2, 13, dtype=torch.bool)
+    mask[0, 9:] = True
+    mask[1, :2] = True
+    w = _w()
+    for m in (None, mask):
+        out = favor_attention(q, k, v, w, m, causal, kind, chunk_size=5)
+        ref = favor_attention_reference(q, k, v, w, m, causal, kind)
+        torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5, 13, 20])
+def test_chunked_scan_matches_naive(chunk):
+    g = _gen(chunk)
+    a = torch.randn(2, 13, 6, generator=g, dtype=F64)
+    b = torch.rand(2, 13, 6, generator=g, dtype=F64)
+    v = torch.randn(2, 13, 3, generator=g, dtype=F64)
+    s = torch.cummax(torch.randn(2, 13, generator=g, dtype=F64) * 3, -1).values
+    torch.testing.assert_close(causal_linear_attention(a, b, v, s, chunk),
+                               causal_linear_attention_reference(a, b, v, s))
+
+
+def test_chunked_scan_gradcheck():
+    g = _gen(5)
+    a, b, v = (torch.randn(1, 10, 4, generator=g, dtype=F64).requires_grad_() for _ in range(3))
+    s = torch.cummax(torch.randn(1, 10, generator=g, dtype=F64), -1).values
+    assert torch.autograd.gradcheck(lambda a, b, v: causal_linear_attention(a, b, v, s, 3),
+                                    (a, b, v))
+
+
+@pytest.mark.parametrize("kind", FEATURE_MAPS)
+def test_gradcheck_favor(kind):
+    q, k, v = (x.requires_grad_() for x in _qkv(b=1, n=7, d=3, seed=4))
+    w = _w(5, 3)
+    mask = torch.tensor([[True, False, False, False, False, True, False]])
+    for causal in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda q, k, v, c=causal: favor_attention(q, k, v, w, mask, c, kind, chunk_size=3),
+            (q, k, v))
+
+
+# ---------------------------------------------------------------- causality, padding
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+@pytest.mark.parametrize("kind", FEATURE_MAPS)
+def test_causal_outputs_ignore_the_future_bit_for_bit(dtype, kind):
+    q, k, v = _qkv(n=20, d=4, seed=6, dtype=dtype)
+    w = _w().to(dtype)
+    attn = lambda q, k, v: favor_attention(q, k, v, w, None, True, kind, chunk_size=8)  # noqa: E731
+    base = attn(q, k, v)
+    for t in (0, 5, 7, 8, 13):
+        q2, k2, v2 = q.clone(), k.clone(), v.clone()
+        for x in (q2, k2, v2):
+            # large future keys would move a whole-sequence stabilizer: the known leak
+            x[:, :, t + 1:] = 4 * torch.randn_like(x[:, :, t + 1:])
+        out = attn(q2, k2, v2)
+        assert torch.equal(out[:, :, : t + 1], base[:, :, : t + 1]), t
+        assert not torch.equal(out[:, :, t + 1:], base[:, :, t + 1:])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kind", FEATURE_MAPS)
+def test_padding_content_has_no_effect(causal, kind):
+    q, k, v = _qkv(n=12, seed=7)
+    w = _w()
+    mask = torch.zeros(2, 12, dtype=torch.bool)
+    mask[0, 8:] = True
+    mask[1, 3:5] = True
+    k2, v2 = k.clone(), v.clone()
+    k2[mask[:, None, :, None].expand_as(k2)] = 30.0
+    v2[mask[:, None, :, None].expand_as(v2)] = -1e4
+    a = favor_attention(q, k, v, w, mask, causal, kind, chunk_size=5)
+    b = favor_attention(q, k2, v2, w, mask, causal, kind, chunk_size=5)
+    keep = ~mask[:, None, :, None].expand_as(a)
+    assert torch.equal(a[keep], b[keep])
+    # and padding is excluded, not just down-weighted: same as dropping those keys
+    short = favor_attention(q[:1, :, :8], k[:1, :, :8], v[:1, :, :8], w, None, causal, kind)
+    torch.testing.assert_close(a[:1, :, :8], short)
+
+
+@pytest.mark.parametrize("kind", FEATURE_MAPS)
+def test_step_loop_equals_parallel_causal_form(kind):
+    q, k, v = _qkv(n=11, seed=8)
+    w = _w()
+    mask = torch.zeros(2, 11, dtype=torch.bool)
+    mask[1, :3] = True
+    mask[0, 6] = True
+    attn = PerformerAttention(4, num_features=8, feature_map=kind, causal=True)
+    attn.projection.copy_(w)
+    attn.double()
+    state, outs = None, []
+    for t in range(11):
+        o, state = attn.step(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], state,
+                             mask[:, t:t + 1])
+        outs.append(o)
+    torch.testing.assert_close(torch.cat(outs, 2), attn(q, k, v, mask), rtol=1e-10, atol=1e-10)
+    assert state.kv.shape == (2, 2, w.shape[0] * (1 + (kind in ("hyperbolic", "trig"))), 5)
+
+
+# ---------------------------------------------------------------- precision
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kind", ["positive", "hyperbolic", "relu"])
+def test_large_norms_stay_finite_in_float32_and_bf16(causal, kind):
+    q, k, v = _qkv(b=1, h=2, n=40, d=16, seed=9, dtype=torch.float32)
+    q = (30 * q / q.norm(dim=-1, keepdim=True)).requires_grad_()
+    k = (30 * k / k.norm(dim=-1, keepdim=True)).requires_grad_()
+    attn = PerformerAttention(16, num_features=32, feature_map=kind, causal=causal, chunk_size=16)
+    out = attn(q, k, v)
+    out.square().sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(q.grad).all() and \
+        torch.isfinite(k.grad).all()
+    # float32 agrees with float64 at this size
+    ref = favor_attention(q.detach().double(), k.double(), v.double(), attn.projection.double(),
+                          causal=causal, feature_map=kind)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-3, atol=1e-3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = torch.nn.Linear(16, 16)(q.detach())  # bf16 under autocast
+        out_bf = attn(x, x, x)
+    assert x.dtype == torch.bfloat16 and out_bf.dtype == torch.bfloat16
+    assert torch.isfinite(out_bf).all()
+
+
+# ---------------------------------------------------------------- module: redraw, state dict
+
+def test_redraw_is_deterministic_counted_and_saved():
+    a = PerformerAttention(4, num_features=6, redraw_interval=2, seed=3)
+    b = PerformerAttention(4, num_features=6, redraw_interval=2, seed=3)
+    expect0 = draw_random_features(6, 4, generator=_gen(features_seed(3, 0))).float()
+    assert torch.equal(a.projection, expect0) and torch.equal(a.projection, b.projection)
+    q, k, v = _qkv(b=1, h=1, n=5, d=4, dtype=torch.float32)
+    a.eval()
+    for _ in range(3):
+        a(q, k, v)
+    assert int(a.redraw_count) == 0  # eval passes do not count
+    a.train()
+    a(q, k, v)
+    a(q, k, v)
+    assert int(a.redraw_count) == 0 and torch.equal(a.projection, expect0)
+    a(q, k, v)  # third training pass: interval of 2 reached
+    expect1 = draw_random_features(6, 4, generator=_gen(features_seed(3, 1))).float()
+    assert int(a.redraw_count) == 1 and torch.equal(a.projection, expect1)
+    b.redraw_features()
+    assert torch.equal(b.projection, expect1)  # another "process": same draw, no messages
+    c = PerformerAttention(4, num_features=6, seed=99)
+    c.load_state_dict(a.state_dict())
+    assert torch.equal(c.projection, a.projection) and int(c.redraw_count) == 1
+    assert {"projection", "redraw_count", "forward_count"} <= set(a.state_dict())
+
+
+def test_compile_smoke():
+    attn = PerformerAttention(4, num_features=8, causal=True, chunk_size=4).eval()
+    q, k, v = _qkv(b=1, n=9, dtype=torch.float32)
+    compiled = torch.compile(attn, backend="aot_eager", fullgraph=False)
+    torch.testing.assert_close(compiled(q, k, v), attn(q, k, v))
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_bad_input():
+    q, k, v = _qkv()
+    w = _w()
+    with pytest.raises(ValueError, match="num_features must be a positive int, got 0"):
+        PerformerAttention(4, num_features=0)
+    with pytest.raises(ValueError, match="num_features must be a positive int, got -3"):
+        draw_random_features(-3, 4)
+    with pytest.raises(ValueError, match="feature_map must be one of"):
+        PerformerAttention(4, feature_map="cosine")
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        favor_attention(q, k, v, w, causal=True, chunk_size=0)
+    with pytest.raises(ValueError, match=r"projection must have shape \(num_features, head_dim=4"):
+        favor_attention(q, k, v, w[:, :3])
+    with pytest.raises(ValueError, match="projection must be a"):
+        favor_attention(q, k, v, w[0])
+    with pytest.raises(ValueError, match="projection needs num_features > 0"):
+        favor_attention(q, k, v, w[:0])
+    with pytest.raises(ValueError, match="q must have shape"):
+        favor_attention(q[0], k, v, w)
+    with pytest.raises(ValueError, match="share a dtype"):
+        favor_attention(q, k.float(), v, w)
+    with pytest.raises(ValueError, match="key_padding_mask must have shape"):
+        favor_attention(q, k, v, w, torch.zeros(2, 12, dtype=torch.bool))
+    with pytest.raises(ValueError, match="one device"):
+        favor_attention(q, k, v.to("meta"), w)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        PerformerAttention(4, norm="unit")
+    with pytest.raises(ValueError, match="step is the recurrent form of causal"):
+        PerformerAttention(4).step(q[:, :, :1], k[:, :, :1], v[:, :, :1])
+    with pytest.raises(ValueError, match="favor_step takes one position"):
+        favor_step(q, k, v, w)

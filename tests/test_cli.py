@@ -1,0 +1,248 @@
+"""The command line and the runner: bad input fails early and cleanly, results are complete."""
+
+import json
+import os
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from efflab import experiments as registry
+from efflab.cli import main
+from efflab.experiments.base import Claim, Experiment, ExperimentConfig, Table
+
+TINY = ["--set", "trials=40", "--set", "grid_points=12", "--set", "n=16", "--set", "d=40",
+        "--set", "support=4"]
+
+
+# -- fake experiments registered only for these tests -----------------------------------------
+class _Cfg(ExperimentConfig):
+    pass
+
+
+class OkExperiment(Experiment):
+    name = "test-ok"
+    paper = "Test paper"
+    checks = "returns its seed"
+    Config = _Cfg
+    budget_s = {"quick": 1.0, "full": 1.0}
+
+    def run(self, config, ctx):
+        return {"seed": config.seed, "device": str(ctx.device)}
+
+    def claims(self, results, config):
+        return [Claim("seed comes back", "0", str(results["seed"]), "equal",
+                      "reproduced" if results["seed"] == config.seed else "not reproduced")]
+
+    def tables(self, results, config):
+        return [Table("t", ["a", "b"], [[1, 2.5]])]
+
+
+class FailingExperiment(OkExperiment):
+    name = "test-fail"
+
+    def run(self, config, ctx):
+        raise RuntimeError("boom: deliberate failure")
+
+
+class InterruptedExperiment(OkExperiment):
+    name = "test-interrupt"
+
+    def run(self, config, ctx):
+        (ctx.outdir / "half-written.txt").write_text("partial")
+        raise KeyboardInterrupt
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    reg = dict(registry._REGISTRY)
+    monkeypatch.setattr(registry, "_REGISTRY", reg)
+    for cls in (OkExperiment, FailingExperiment, InterruptedExperiment):
+        registry.register(cls)
+    return reg
+
+
+# -- bad input -------------------------------------------------------------------------------
+def test_unknown_experiment_exits_2_with_suggestions(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", "double-descnt-linear", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown experiment 'double-descnt-linear'" in err
+    assert "double-descent-linear" in err
+    assert not out.exists()
+
+
+def test_unknown_set_key_lists_valid_keys(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", "double-descent-linear", "--set", "tirals=5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'tirals'" in err and "trials" in err and "sigma" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("item,expect", [("trials=many", "trials: expected int, got 'many'"),
+                                         ("sigma=x", "sigma: expected float, got 'x'"),
+                                         ("novalue", "--set takes key=value")])
+def test_wrong_type_names_key_and_type(tmp_path, capsys, item, expect):
+    out = tmp_path / "out"
+    assert main(["run", "double-descent-linear", "--set", item, "--out", str(out)]) == 2
+    assert expect in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_invalid_config_value_is_refused_before_work(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", "double-descent-linear", "--set", "d=10", "--out", str(out)]) == 2
+    assert "d must be >=" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unwritable_out_is_reported_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = blocker / "sub" / "dir"
+    assert main(["run", "double-descent-linear", "--out", str(out)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_out_that_cannot_be_created_leaves_nothing(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "a" / "b"
+    real_write = Path.write_text
+
+    def refuse(self, *args, **kwargs):
+        if self.name.startswith(".efflab-write-test"):
+            raise PermissionError(13, "Permission denied")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    assert main(["run", "double-descent-linear", "--out", str(out)]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+def test_unavailable_cuda_is_a_usage_error(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        assert main(["run", "test-nope", "--device", "cuda"]) == 2
+        return
+    assert main(["run", "double-descent-linear", "--device", "cuda",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+# -- a real run ------------------------------------------------------------------------------
+class _Page(HTMLParser):
+    """Collects image sources and the text of every table cell."""
+
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.cells, self._cell = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.imgs.append(dict(attrs)["src"])
+        if tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.cells.append(" ".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None and data.strip():
+            self._cell.append(data.strip())
+
+
+def test_run_writes_complete_folder_and_report(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["run", "double-descent-linear", *TINY, "--seed", "3", "--out", str(out),
+                 "--quiet"]) == 0
+    folder = out / "double-descent-linear"
+    rec = json.loads((folder / "results.json").read_text())
+    assert rec["status"] == "ok" and rec["seed"] == 3 and rec["config"]["trials"] == 40
+    assert rec["verdict"] in ("reproduced", "partly", "not reproduced")
+    assert {"python", "torch", "efflab", "device", "git_commit"} <= set(rec["environment"])
+    assert rec["wall_time_s"] > 0 and len(rec["claims"]) >= 3
+    for fig in rec["figures"]:
+        assert (folder / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Verdict" in (folder / "report.md").read_text()
+    page = _Page()
+    page.feed((out / "index.html").read_text())
+    assert page.imgs and all((out / src).is_file() for src in page.imgs)
+    assert any(c.startswith("double-descent-linear") for c in page.cells)
+    assert any(c.startswith("simulated mean risk matches the closed form") for c in page.cells)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert str(out / "index.html") in capsys.readouterr().out
+
+
+def test_rerun_refuses_to_clobber_unless_forced(tmp_path, fakes, capsys):
+    out = tmp_path / "o"
+    assert main(["run", "test-ok", "--out", str(out), "--seed", "1"]) == 0
+    before = (out / "test-ok" / "results.json").read_text()
+    assert main(["run", "test-ok", "--out", str(out), "--seed", "2"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (out / "test-ok" / "results.json").read_text() == before
+    assert main(["run", "test-ok", "--out", str(out), "--seed", "2", "--force"]) == 0
+    assert json.loads((out / "test-ok" / "results.json").read_text())["seed"] == 2
+
+
+def test_reproduce_records_failure_runs_the_rest_and_exits_nonzero(tmp_path, fakes, capsys):
+    out = tmp_path / "o"
+    assert main(["reproduce", "--only", "test-fail", "test-ok", "--out", str(out)]) == 1
+    failed = json.loads((out / "test-fail" / "results.json").read_text())
+    assert failed["status"] == "failed" and "boom: deliberate failure" in failed["error"]
+    assert json.loads((out / "test-ok" / "results.json").read_text())["status"] == "ok"
+    html = (out / "index.html").read_text()
+    assert "boom: deliberate failure" in html and "test-ok" in html
+    assert "test-fail" in capsys.readouterr().err
+
+
+def test_reproduce_reuses_finished_results_and_refuses_stale_ones(tmp_path, fakes, capsys):
+    out = tmp_path / "o"
+    assert main(["reproduce", "--only", "test-ok", "--out", str(out)]) == 0
+    stamp = (out / "test-ok" / "results.json").stat().st_mtime_ns
+    assert main(["reproduce", "--only", "test-ok", "--out", str(out)]) == 0
+    assert "reused" in capsys.readouterr().out
+    assert (out / "test-ok" / "results.json").stat().st_mtime_ns == stamp
+    assert main(["reproduce", "--only", "test-ok", "--out", str(out), "--profile", "full"]) == 2
+    assert "another profile or config" in capsys.readouterr().err
+
+
+def test_interrupted_run_leaves_no_result_folder(tmp_path, fakes):
+    out = tmp_path / "o"
+    assert main(["run", "test-interrupt", "--out", str(out)]) == 130
+    assert not (out / "test-interrupt").exists()
+    assert (out / ".test-interrupt.partial" / "half-written.txt").exists()
+
+
+def test_report_rebuilds_from_saved_results(tmp_path, fakes, capsys):
+    out = tmp_path / "o"
+    assert main(["reproduce", "--only", "test-ok", "test-fail", "--out", str(out)]) == 1
+    (out / "index.html").unlink()
+    assert main(["report", str(out)]) == 0
+    html = (out / "index.html").read_text()
+    assert "test-ok" in html and "test-fail" in html and "<table>" in html
+    assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+def test_list_shows_every_experiment_with_paper(capsys):
+    assert main(["list", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    names = [e["name"] for e in data["experiments"]]
+    assert "double-descent-linear" in names
+    assert all(e["paper"] and e["checks"] for e in data["experiments"])
+    assert data["broken"] == {}, f"experiment modules failed to import: {data['broken']}"
+
+
+@pytest.mark.parametrize("cmd", [[], ["run"], ["reproduce"], ["report"], ["list"]])
+def test_help_of_each_command_shows_an_example(cmd):
+    res = subprocess.run([sys.executable, "-m", "efflab", *cmd, "--help"], capture_output=True,
+                         text=True, env={**os.environ, "COLUMNS": "100"})
+    assert res.returncode == 0, res.stderr
+    assert "examples:" in res.stdout and "efflab " in res.stdout
