@@ -18,7 +18,7 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/efflab reproduce --profile $(PROFILE) --out $(OUT)
+	$(VENV)/bin/efflab reproduce --profile $(PROFILE) --out $(OUT) --force
 	@echo "Report: $(abspath $(OUT))/index.html"
 
 test: install

@@ -206,8 +206,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"Reproducing {len(planned)} experiment(s), {args.profile} profile, on {device} "
           f"-> {out}")
     records = []
-    for run in planned:
+    for i, run in enumerate(planned, 1):
         name = run.experiment.name
+        if name not in reuse:
+            budget = run.experiment.budget_s.get(args.profile)
+            print(f"[{i}/{len(planned)}] {name} (budget {budget:.0f} s) ...", flush=True)
         if name in reuse:
             prev = finished(out / name) or {}
             rec = RunRecord(name, "reused", out / name, prev.get("verdict"),

@@ -66,13 +66,14 @@ class EfficiencyMisnomerConfig(ExperimentConfig):
     vocab_size: int = 16           # classifiers (ListOps-sized vocabulary)
     lm_vocab_size: int = 256       # language models (bytes)
     batch_size: int = 8            # batch B of FLOPs, latency and memory
-    batch_sizes: tuple[int, ...] = (1, 8, 32)  # throughput sweep
+    batch_sizes: tuple[int, ...] = (1, 8, 16)  # throughput sweep
     share_depth: int = 6           # L of the sharing pair
     moe_experts: tuple[int, ...] = (4, 8)
     linformer_k: int = 32
     performer_features: int = 64
-    warmup: int = 2
-    repeats: int = 5               # timed calls per measurement
+    warmup: int = 1                # untimed calls before each timing
+    repeats: int = 5               # timed calls per model and round (interleaved latency)
+    report_repeats: int = 3        # timed calls of each cost report's own latency/throughput
     rounds: int = 3                # interleaved latency rounds across the zoo
     threads: int = 1               # torch CPU threads during the run (0 = leave as is)
     memory: bool = True            # peak-memory probes (fresh processes on CPU)
@@ -85,12 +86,13 @@ class EfficiencyMisnomerConfig(ExperimentConfig):
     @classmethod
     def full(cls) -> EfficiencyMisnomerConfig:
         return cls(embed_dim=128, seq_len=256, long_seq_len=1024, batch_size=16,
-                   batch_sizes=(1, 16, 64), repeats=20, rounds=5, warmup=3, threads=0)
+                   batch_sizes=(1, 16, 64), repeats=20, report_repeats=10, rounds=5, warmup=3,
+                   threads=0)
 
     def validate(self) -> None:
         for key in ("embed_dim", "num_heads", "seq_len", "long_seq_len", "vocab_size",
                     "lm_vocab_size", "batch_size", "share_depth", "linformer_k",
-                    "performer_features", "repeats", "rounds"):
+                    "performer_features", "repeats", "report_repeats", "rounds"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.embed_dim % (2 * self.num_heads):
@@ -248,7 +250,7 @@ class EfficiencyMisnomer(Experiment):
             x = _inputs(entry, config.batch_size, config.seed * 1000 + i)
             report = measure(model, x, name=entry.name, device=device,
                              batch_sizes=config.batch_sizes, tokens_per_sample=entry.seq_len,
-                             warmup=config.warmup, repeats=config.repeats,
+                             warmup=config.warmup, repeats=config.report_repeats,
                              memory=config.memory)
             models.append({"name": entry.name, "family": entry.family, "model": entry.model,
                            "options": entry.options, "seq_len": entry.seq_len,
@@ -256,8 +258,8 @@ class EfficiencyMisnomer(Experiment):
             work, xd = model.to(device), x.to(device)
             steps[entry.name] = {"inference": make_inference_step(work, (xd,)),
                                  "train_step": make_train_step(work, (xd,))}
-        latency = interleaved_latency(steps, config.rounds, max(1, config.warmup // 2),
-                                      config.repeats, synchronizer(device))
+        latency = interleaved_latency(steps, config.rounds, config.warmup, config.repeats,
+                                      synchronizer(device))
         for m in models:
             m["latency"] = latency[m["name"]]
             m["indicators"] = indicator_values(m)

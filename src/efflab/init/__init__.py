@@ -4,9 +4,11 @@
   paper's Algorithm 1 for one weight matrix;
 * :mod:`efflab.init.zero`: ``zero_init_(model)``, Algorithms 1 and 2 plus the residual rule
   for whole networks, with a registry of per-layer rules;
-* :mod:`efflab.init.random`: Kaiming and Xavier initialization from a seeded generator.
+* :mod:`efflab.init.random`: Kaiming and Xavier initialization from a seeded generator;
+* :func:`initialize_`: any of the three by name (what the experiments use).
 """
 
+from efflab.init.by_name import INITS, initialize_
 from efflab.init.matrices import (
     SCALES,
     hadamard,
@@ -28,8 +30,8 @@ from efflab.init.zero import (
 )
 
 __all__ = [
-    "SCALES", "SCHEMES", "hadamard", "hadamard_reference", "hadamard_scale", "partial_identity",
-    "random_init_", "register_zero_rule", "residual_zeros", "start_at_zero_", "zero_conv_",
-    "zero_conv_reference", "zero_init_", "zero_matrix", "zero_matrix_reference",
-    "zero_rule_for",
+    "INITS", "SCALES", "SCHEMES", "hadamard", "hadamard_reference", "hadamard_scale",
+    "initialize_", "partial_identity", "random_init_", "register_zero_rule", "residual_zeros",
+    "start_at_zero_", "zero_conv_", "zero_conv_reference", "zero_init_", "zero_matrix",
+    "zero_matrix_reference", "zero_rule_for",
 ]

@@ -31,7 +31,7 @@ th{background:#f3f5f7}tr:nth-child(even) td{background:#fafbfc}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #e4e7eb}
 figcaption{color:#5b6673;font-size:.85em}pre{background:#f6f8fa;padding:10px;overflow-x:auto;
 font-size:.85em}details{margin:.5em 0}summary{cursor:pointer;color:#34495e}
-.counts span{margin-right:14px}.note{color:#5b6673;font-size:.88em}
+.counts span{margin-right:14px}.note{color:#5b6673;font-size:.88em}.note.over{color:#b3261e}
 """
 
 
@@ -78,7 +78,9 @@ def _summary(records: list[dict[str, Any]]) -> str:
         budget = rec.get("budget_s")
         wall = _fmt_time(rec.get("wall_time_s"))
         if isinstance(budget, (int, float)) and budget == budget:
-            wall += f'<div class="note">budget {_fmt_time(budget)}</div>'
+            over = (rec.get("wall_time_s") or 0) > budget
+            wall += (f'<div class="note{" over" if over else ""}">budget {_fmt_time(budget)}'
+                     f'{" (over)" if over else ""}</div>')
         if rec.get("status") != "ok" or not claims:
             why = ("run failed: see its section" if rec.get("status") != "ok"
                    else "no claim was checked")
