@@ -146,3 +146,21 @@ def test_bad_arguments(tmp_path):
         run_sweep(lambda p: p, _points(tmp_path, 2), tmp_path, "sq", jobs=2)
     with pytest.raises(TypeError, match="must be a dict"):
         run_sweep(_square, [3], tmp_path, "sq")
+
+
+def test_limit_threads_caps_and_restores():
+    import torch
+
+    from efflab.experiments.sweep import limit_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with limit_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError, match="inside"), limit_threads(1):
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -43,6 +43,20 @@ def test_token_inputs_report_tokens_per_second(tmp_path, capsys):
     assert "tokens/s" in capsys.readouterr().out
 
 
+def test_transformer_spec_with_token_ids(tmp_path, capsys):
+    spec = ("transformer_classifier:depth=1,embed_dim=16,num_heads=2,mlp_dim=32,"
+            "max_seq_len=12,pad_id=none,attention_options={'causal':False}")
+    rc = run(["measure", spec, "--input", "12", "--vocab", "16", "--batch-size", "2",
+              "--repeats", "1", "--warmup", "0", "--no-memory", "--out", str(tmp_path)])
+    assert rc == 0, capsys.readouterr().err
+    assert "tokens/s" in capsys.readouterr().out
+    (path,) = tmp_path.glob("*.json")
+    data = json.loads(path.read_text())
+    assert data["tokens_per_sample"] == 12 and data["input_dtypes"] == ["int64"]
+    per_token = 2 * 4 * 16 * 16 + 2 * 2 * 12 * 16 + 2 * 2 * 16 * 32  # + head, per sample
+    assert data["flops_forward_per_token"] == pytest.approx(per_token + 2 * 16 * 10 / 12)
+
+
 def test_unknown_model_and_bad_option_exit_2_naming_the_value(tmp_path, capsys):
     assert run(["measure", "mlpp", "--input", "40", "--out", str(tmp_path)]) == 2
     assert "unknown model 'mlpp'" in capsys.readouterr().err

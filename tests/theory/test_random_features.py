@@ -8,8 +8,12 @@ import torch
 
 from efflab.theory.random_features import (
     ACTIVATIONS,
+    activation_coefficients,
     fit_second_layer,
     fit_second_layer_reference,
+    mei_montanari_risk,
+    mm_nus,
+    mm_nus_reference,
     random_features,
     random_features_reference,
     random_features_regression,
@@ -122,3 +126,63 @@ def test_errors_name_the_argument():
         random_features_regression(x, torch.zeros(4), x, torch.zeros(5, 3), ridge=-1.0)
     with pytest.raises(ValueError, match="distribution must be one of"):
         sample_feature_weights(3, 3, _gen(0), distribution="uniform")
+
+
+# -- Mei & Montanari's asymptotic formula ----------------------------------------------------
+def test_activation_coefficients_closed_forms():
+    relu = activation_coefficients("relu")
+    assert relu["mu0"] == pytest.approx(1 / math.sqrt(2 * math.pi), rel=1e-10)
+    assert relu["mu1"] == pytest.approx(0.5, rel=1e-10)
+    assert relu["mu_star"] ** 2 == pytest.approx(0.25 - 1 / (2 * math.pi), rel=1e-9)
+    lin = activation_coefficients("linear")
+    assert lin["mu0"] == pytest.approx(0, abs=1e-12) and lin["mu1"] == pytest.approx(1)
+    assert lin["mu_star"] == pytest.approx(0, abs=1e-5)
+    erf = activation_coefficients("erf")  # E G erf(G) = 2/sqrt(3 pi) (Gaussian integral)
+    assert erf["mu0"] == pytest.approx(0, abs=1e-12)
+    assert erf["mu1"] == pytest.approx(2 / math.sqrt(3 * math.pi), rel=1e-9)
+
+
+@pytest.mark.parametrize("xi,psi1,psi2", [(0.3j, 2.0, 3.0), (1.0j, 5.0, 1.5), (0.05j, 0.5, 4.0)])
+def test_newton_continuation_matches_fixed_point_iteration(xi, psi1, psi2):
+    zeta = 1.6
+    fast = mm_nus(xi, psi1, psi2, zeta)
+    ref = mm_nus_reference(xi, psi1, psi2, zeta)
+    for a, b in zip(fast, ref):
+        assert abs(a - b) < 1e-9 * (1 + abs(b))
+        assert a.imag > 0  # the branch analytic in the upper half plane
+
+
+@pytest.mark.parametrize("psi1", [0.3, 1.0, 2.2])
+def test_underparameterized_ridgeless_variance_is_least_squares(psi1):
+    # N < n ridgeless is least squares on N features: variance N / (n - N), whatever sigma is
+    zeta = 0.5 / math.sqrt(0.25 - 1 / (2 * math.pi))
+    out = mei_montanari_risk(psi1, 3.0, 1e-10, zeta, signal=1.0, noise_var=0.0)
+    assert out["variance"] == pytest.approx(psi1 / (3.0 - psi1), rel=1e-5)
+
+
+def test_formula_matches_simulation():
+    d, n, sigma, ridge = 60, 120, 0.5, 1e-3
+    coef = activation_coefficients("relu")
+    zeta = coef["mu1"] / coef["mu_star"]
+    g = _gen(21)
+    for n_feat in (40, 480):
+        errs = []
+        for _ in range(4):
+            beta = torch.randn(d, generator=g, dtype=torch.float64)
+            beta /= beta.norm()
+            x = torch.randn(n, d, generator=g, dtype=torch.float64)
+            y = x @ beta + sigma * torch.randn(n, generator=g, dtype=torch.float64)
+            xt = torch.randn(2000, d, generator=g, dtype=torch.float64)
+            w = sample_feature_weights(n_feat, d, g)
+            _, pred = random_features_regression(x, y, xt, w, "relu", ridge=ridge)
+            errs.append(float(((pred - xt @ beta) ** 2).mean()))
+        theory = mei_montanari_risk(n_feat / d, n / d, ridge * d / coef["mu_star"] ** 2, zeta,
+                                    1.0, sigma**2)["risk"]
+        assert sum(errs) / len(errs) == pytest.approx(theory, rel=0.15), n_feat
+
+
+def test_formula_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="ridge_bar must be > 0"):
+        mei_montanari_risk(1.0, 2.0, 0.0, 1.0, 1.0, 0.1)
+    with pytest.raises(ValueError, match="positive imaginary axis"):
+        mm_nus(1.0 + 0j, 1.0, 2.0, 1.0)

@@ -259,3 +259,21 @@ def test_regularized_training_methods_agree():
         runs[method] = flat(model)
     fd, db, plain = runs["finite-difference"], runs["double-backprop"], runs[None]
     assert (fd - db).norm() < 1e-4 * (db - plain).norm()
+
+
+def test_partial_last_batch_is_its_own_mean():
+    """10 samples, batches of 4: step 3 takes the 2 left over, and must follow the mean
+    gradient of those 2 (not 2/4 of it)."""
+    x, y = blobs(n=10, dtype=torch.float64)
+    model = tiny_mlp(dtype=torch.float64)
+    snapshots = [flat(model)]
+    res = train(model, (x, y), TrainConfig(steps=3, batch_size=4, lr=0.3, momentum=0.0),
+                callback=lambda step, m: snapshots.append(flat(m)))
+    idx = _Batches(n=10, batch_size=4, seed=0, device=torch.device("cpu"))(2)
+    assert idx.numel() == 2
+    ref = tiny_mlp(dtype=torch.float64)
+    torch.nn.utils.vector_to_parameters(snapshots[2], ref.parameters())
+    g = torch.cat([t.reshape(-1) for t in full_batch_gradient_reference(ref, x[idx], y[idx])])
+    torch.testing.assert_close(snapshots[3], snapshots[2] - 0.3 * g, rtol=1e-12, atol=1e-13)
+    loss = nn.functional.cross_entropy(ref(x[idx]), y[idx]).item()
+    assert res.history[2]["train_loss"] == pytest.approx(loss, rel=1e-12)

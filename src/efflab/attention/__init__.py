@@ -72,6 +72,7 @@ from efflab.attention.softmax import (
     SoftmaxAttention,
     softmax_attention,
     softmax_attention_reference,
+    softmax_attention_weights,
 )
 
 __all__ = [
@@ -81,5 +82,5 @@ __all__ = [
     "causal_linear_attention_reference", "draw_random_features", "favor_attention",
     "favor_attention_reference", "favor_step", "features_seed", "linformer_attention",
     "linformer_attention_reference", "random_feature_map", "softmax_attention",
-    "softmax_attention_reference",
+    "softmax_attention_reference", "softmax_attention_weights",
 ]

@@ -120,41 +120,59 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {kind!r}")
 
 
+class _ShiftedExp(torch.autograd.Function):
+    """exp(z - c[..., None]) with one buffer forward and one backward: the hot elementwise
+    step of the exp feature maps (autograd would add a negated copy for c's gradient)."""
+
+    @staticmethod
+    def forward(ctx, z, c):
+        out = (z - c[..., None]).exp_()
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        dz = grad * out
+        dc = -dz.sum(-1) if ctx.needs_input_grad[1] else None
+        return dz, dc
+
+
+def _exp_logits(x: Tensor, w: Tensor, kind: str) -> Tensor:
+    z = x @ w.transpose(-1, -2)
+    return torch.cat([z, -z], -1) if kind == "hyperbolic" else z
+
+
 def _query_features(x: Tensor, w: Tensor, kind: str, kernel_eps: float) -> Tensor:
     """phi(x) up to a positive per-position factor (which cancels in the attention ratio)."""
+    if kind in _EXP_MAPS:
+        z = _exp_logits(x, w, kind)
+        return _ShiftedExp.apply(z, z.detach().amax(-1))
     z = x @ w.transpose(-1, -2)
-    if kind == "positive":
-        return torch.exp(z - z.detach().amax(-1, keepdim=True))
-    if kind == "hyperbolic":
-        zz = torch.cat([z, -z], -1)
-        return torch.exp(zz - zz.detach().amax(-1, keepdim=True))
     if kind == "trig":
         return torch.cat([z.sin(), z.cos()], -1)
     return torch.relu(z) + kernel_eps
 
 
-def _key_parts(y: Tensor, w: Tensor, kind: str, kernel_eps: float) -> tuple[Tensor, Tensor]:
-    """(u, s) with phi(y) proportional to exp(u) (exp maps; s = max of u over features) or to
-    u * exp(s) (trig, relu). s: (..., seq) (detached for the exp maps, where it only sets
-    the shift); constant factors common to all keys are
-    dropped."""
-    z = y @ w.transpose(-1, -2)
+def _key_parts(y: Tensor, w: Tensor, kind: str, kernel_eps: float
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """(u, s, half_sq) with half_sq = |y|^2 / 2 and phi(y) proportional to exp(u - half_sq)
+    (exp maps; s = max of that exponent, detached: it only sets the shift) or to u * exp(s)
+    (trig, relu). s, half_sq: (..., seq). Factors common to all keys are dropped."""
     half_sq = (y * y).sum(-1) / 2
-    if kind == "positive":
-        u = z - half_sq[..., None]
-    elif kind == "hyperbolic":
-        u = torch.cat([z, -z], -1) - half_sq[..., None]
-    elif kind == "trig":
-        return torch.cat([z.sin(), z.cos()], -1), half_sq
-    else:
-        return torch.relu(z) + kernel_eps, torch.zeros_like(half_sq)
-    return u, u.detach().amax(-1)
+    if kind in _EXP_MAPS:
+        u = _exp_logits(y, w, kind)
+        return u, u.detach().amax(-1) - half_sq.detach(), half_sq
+    z = y @ w.transpose(-1, -2)
+    if kind == "trig":
+        return torch.cat([z.sin(), z.cos()], -1), half_sq, half_sq
+    return torch.relu(z) + kernel_eps, torch.zeros_like(half_sq), half_sq
 
 
-def _shifted_keys(u: Tensor, s: Tensor, g: Tensor, kind: str) -> Tensor:
+def _shifted_keys(u: Tensor, s: Tensor, half_sq: Tensor, g: Tensor, kind: str) -> Tensor:
     """phi(k_j) * exp(-g_j) for per-position shifts g (..., seq) (or a broadcastable (..., 1))."""
     if kind in _EXP_MAPS:
-        return torch.exp(u - g[..., None])
+        return _ShiftedExp.apply(u, half_sq + g)
     return u * torch.exp(s - g)[..., None]
 
 
@@ -190,46 +208,56 @@ def causal_linear_attention_reference(a: Tensor, b: Tensor, v: Tensor, g: Tensor
     return torch.where(tril, scores, torch.zeros_like(scores)) @ v
 
 
-def _causal_scan(a: Tensor, b: Tensor, v: Tensor, g: Tensor, chunk_size: int) -> Tensor:
-    """Chunked form of :func:`causal_linear_attention_reference` for nondecreasing g.
+def _causal_scan(a: Tensor, b: Tensor, v: Tensor, g: Tensor, chunk_size: int,
+                 reverse: bool = False) -> Tensor:
+    """Chunked form of :func:`causal_linear_attention_reference`.
 
-    Carries the state S = sum_{j < chunk start} exp(g_j - g_prev) b_j v_j^T (m x e) between
-    chunks and does exact (chunk x chunk) products inside one: memory O(seq (m + e) +
-    chunk m e), never the (seq, m, e) tensor of all prefix sums. Every exponent is <= 0.
+    Forward (g nondecreasing along seq): Y_t = sum_{j <= t} (a_t . b_j) exp(g_j - g_t) v_j.
+    ``reverse`` (g nonincreasing): the same sum over j >= t, which the backward pass needs.
+    Exact (chunk x chunk) products inside every chunk, all chunks in one batched product;
+    between chunks an (m x e) state S = sum_j exp(g_j - g_ref) b_j v_j^T is carried, g_ref
+    being g at the chunk boundary. Memory O(seq (m + e + chunk) + m e): never the (seq, m, e)
+    tensor of all prefix sums. Every exponent is <= 0 (the clamps only bite where padding
+    reset g, and there b_j = 0).
     """
-    n, m, e = a.shape[-2], a.shape[-1], v.shape[-1]
-    lead = a.shape[:-2]
-    out = v.new_empty(*lead, n, e)
-    state = v.new_zeros(*lead, m, e)
-    g_state = None
-    tril = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=a.device).tril()
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        c = stop - start
-        ac, bc, vc, gc = a[..., start:stop, :], b[..., start:stop, :], v[..., start:stop, :], \
-            g[..., start:stop]
-        # exp(g_j - g_t) for j <= t; the clamp only matters where g was reset by padding,
-        # and there b_j = 0.
-        decay = torch.exp((gc[..., None, :] - gc[..., :, None]).clamp(max=0))
-        scores = ac @ bc.transpose(-1, -2)
-        scores = torch.where(tril[:c, :c], scores * decay, torch.zeros_like(scores))
-        o = scores @ vc
-        if g_state is not None:
-            carry = torch.exp((g_state[..., None] - gc).clamp(max=0))
-            o = o + (ac @ state) * carry[..., None]
-        out[..., start:stop, :] = o
-        g_end = gc[..., -1]
-        w_end = torch.exp((gc - g_end[..., None]).clamp(max=0))
-        new = (bc * w_end[..., None]).transpose(-1, -2) @ vc
-        if g_state is not None:
-            new = new + state * torch.exp((g_state - g_end).clamp(max=0))[..., None, None]
-        state, g_state = new, g_end
-    return out
+    lead, (n, m), e = a.shape[:-2], a.shape[-2:], v.shape[-1]
+    batch = math.prod(lead)
+    a, b, v, g = (a.reshape(batch, n, m), b.reshape(batch, n, m), v.reshape(batch, n, e),
+                  g.reshape(batch, n))
+    c = min(chunk_size, n)
+    pad = (-n) % c
+    if pad:  # zero rows change no sum; g repeats its last value
+        a, b, v = (torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in (a, b, v))
+        g = torch.cat([g, g[:, -1:].expand(batch, pad)], 1)
+    chunks = (n + pad) // c
+    ar, br, vr, gr = (a.view(batch, chunks, c, m), b.view(batch, chunks, c, m),
+                      v.view(batch, chunks, c, e), g.view(batch, chunks, c))
+    inside = torch.ones(c, c, dtype=torch.bool, device=a.device)
+    inside = inside.triu() if reverse else inside.tril()
+    decay = torch.exp((gr[..., None, :] - gr[..., :, None]).clamp(max=0))  # [t, j]
+    scores = (ar @ br.transpose(-1, -2)).mul_(decay).masked_fill_(~inside, 0.0)
+    out = scores @ vr
+    ref = gr[..., 0] if reverse else gr[..., -1]  # (batch, chunks)
+    # exp(g_j - ref) folds position j into the state (on v: e <= m columns to scale), and
+    # exp(ref_prev - g_t) brings the state of the chunks already done to position t.
+    v_fold = vr * torch.exp((gr - ref[..., None]).clamp(max=0))[..., None]
+    ref_prev = torch.roll(ref, 1 if not reverse else -1, dims=1)
+    carry = torch.exp((ref_prev[..., None] - gr).clamp(max=0))[..., None]
+    step = torch.exp((ref_prev - ref).clamp(max=0))[..., None, None]
+    state = v.new_zeros(batch, m, e)
+    prev = None
+    for i in (range(chunks - 1, -1, -1) if reverse else range(chunks)):
+        if prev is not None:
+            out[:, i].addcmul_(ar[:, i] @ state, carry[:, i])
+            state.mul_(step[:, i])
+        state.baddbmm_(br[:, i].transpose(1, 2), v_fold[:, i])
+        prev = i
+    return out.view(batch, chunks * c, e)[:, :n].reshape(*lead, n, e)
 
 
 class _CausalLinearAttention(torch.autograd.Function):
-    """Chunked scan with a hand-written backward: three more scans (two of them run backwards
-    in time), so training keeps the O(seq (m + e) + chunk m e) memory bound too."""
+    """Chunked scan with a hand-written backward: three more scans (two of them running
+    backwards in time), so training keeps the same memory bound."""
 
     @staticmethod
     def forward(ctx, a, b, v, g, chunk_size):
@@ -246,14 +274,11 @@ class _CausalLinearAttention(torch.autograd.Function):
         # dA_t = sum_{j<=t} w_tj (dy_t . v_j) b_j: the same causal form.
         if ctx.needs_input_grad[0]:
             da = _causal_scan(dy, v, b, g, c)
-        # dB_j, dV_j sum over t >= j: the causal form on time-reversed inputs with shifts -g.
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            rev_g = (-g).flip(-1)
-            ra, rdy = a.flip(-2), dy.flip(-2)
-            if ctx.needs_input_grad[1]:
-                db = _causal_scan(v.flip(-2), rdy, ra, rev_g, c).flip(-2)
-            if ctx.needs_input_grad[2]:
-                dv = _causal_scan(b.flip(-2), ra, rdy, rev_g, c).flip(-2)
+        # dB_j, dV_j sum over t >= j with w_tj = exp(g_j - g_t) = exp((-g)_t - (-g)_j).
+        if ctx.needs_input_grad[1]:
+            db = _causal_scan(v, dy, a, -g, c, reverse=True)
+        if ctx.needs_input_grad[2]:
+            dv = _causal_scan(b, a, dy, -g, c, reverse=True)
         return da, db, dv, None, None
 
 
@@ -285,6 +310,65 @@ def _check_projection(projection: Tensor, head_dim: int, device: torch.device) -
         raise ValueError(f"projection must be on {device} like q, got {projection.device}")
 
 
+class _PositiveFavor(torch.autograd.Function):
+    """FAVOR+ with positive features, fused: the same computation as the composed path
+    (``_query_features`` ... ``causal_linear_attention``), with a hand-written backward that
+    works in place on the (seq x m) feature buffers. On a CPU most of FAVOR+'s time goes to
+    allocating and touching those buffers, so this halves their number. The projection is a
+    buffer (never differentiated).
+
+    x, y: (batch, heads, seq, head_dim) scaled queries and keys; v: (..., seq, head_dim_v).
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, v, w, pad, causal, chunk_size):
+        zq = x @ w.transpose(-1, -2)
+        qf = zq.sub_(zq.amax(-1, keepdim=True)).exp_()
+        kf = y @ w.transpose(-1, -2)
+        half_sq = (y * y).sum(-1) / 2
+        g = _key_shift(kf.amax(-1) - half_sq, pad, causal)
+        kf.sub_((half_sq + g)[..., None]).exp_()
+        if pad is not None:
+            kf.masked_fill_(pad[..., None], 0.0)
+        v1 = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], -1)
+        if causal:
+            num = _causal_scan(qf, kf, v1, g, chunk_size)
+        else:
+            num = qf @ (kf.transpose(-1, -2) @ v1)
+        den = num[..., -1:]
+        out = num[..., :-1] / _denominator(den, "positive")
+        ctx.save_for_backward(y, w, qf, kf, v1, g, out, den)
+        ctx.causal, ctx.chunk_size = causal, chunk_size
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        y, w, qf, kf, v1, g, out, den = ctx.saved_tensors
+        safe = _denominator(den, "positive")
+        # out = num_v / den: d num_v = dout / den, d den = -sum(dout * out) / den
+        dden = -(dout * out).sum(-1, keepdim=True) / safe
+        dden = torch.where(den > torch.finfo(den.dtype).tiny, dden, torch.zeros_like(dden))
+        dnum = torch.cat([dout / safe, dden], -1)
+        # One (seq x m) gradient buffer alive at a time: dx is done before dkf is made.
+        c = ctx.chunk_size
+        if ctx.causal:
+            dqf = _causal_scan(dnum, v1, kf, g, c)
+        else:
+            dkv = qf.transpose(-1, -2) @ dnum
+            dqf = dnum @ (kf.transpose(-1, -2) @ v1).transpose(-1, -2)
+        dx = dqf.mul_(qf) @ w  # the query shift is a per-row constant: no gradient through it
+        del dqf
+        if ctx.causal:
+            dv1 = _causal_scan(kf, qf, dnum, -g, c, reverse=True)
+            dkf = _causal_scan(v1, dnum, qf, -g, c, reverse=True)
+        else:
+            dv1 = kf @ dkv
+            dkf = v1 @ dkv.transpose(-1, -2)
+        dzk = dkf.mul_(kf)  # padded rows have kf = 0, so they get none
+        dy = dzk @ w - dzk.sum(-1, keepdim=True) * y  # through -|y|^2 / 2
+        return dx, dy, dv1[..., :-1], None, None, None, None
+
+
 def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
                     key_padding_mask: Tensor | None = None, causal: bool = False,
                     feature_map: str = "positive", kernel_eps: float = 1e-3,
@@ -295,6 +379,9 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
     of half precision (or under ``torch.autocast``) are computed in float32 and the output is
     cast back. ``scale`` (default 1/sqrt(head_dim)) plays the role it has in SDPA: the kernel
     estimates exp(scale q.k). Padded keys enter neither numerator nor denominator.
+    The default ``positive`` map with a fixed projection (a buffer) takes a fused path with
+    its own backward; a projection that requires grad, or another map, is differentiated by
+    autograd through the same formulas.
     """
     check_qkv(q, k, v, key_padding_mask, causal)
     _check_projection(projection, q.shape[-1], q.device)
@@ -306,11 +393,15 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
     root = math.sqrt(scale)
     with no_autocast(q.device):
         w = projection.to(cd)
-        qf = _query_features(q.to(cd) * root, w, feature_map, kernel_eps)
-        u, s = _key_parts(k.to(cd) * root, w, feature_map, kernel_eps)
         pad = None if key_padding_mask is None else key_padding_mask[:, None, :]
+        if feature_map == "positive" and not w.requires_grad:
+            out = _PositiveFavor.apply(q.to(cd) * root, k.to(cd) * root, v.to(cd), w, pad,
+                                       causal, chunk_size)
+            return out.to(out_dtype)
+        qf = _query_features(q.to(cd) * root, w, feature_map, kernel_eps)
+        u, s, half_sq = _key_parts(k.to(cd) * root, w, feature_map, kernel_eps)
         g = _key_shift(s, pad, causal)
-        kf = _shifted_keys(u, s, g, feature_map)
+        kf = _shifted_keys(u, s, half_sq, g, feature_map)
         if pad is not None:
             kf = kf.masked_fill(pad[..., None], 0.0)
         v1 = torch.cat([v.to(cd), v.new_ones(*v.shape[:-1], 1, dtype=cd)], -1)
@@ -379,8 +470,8 @@ def favor_step(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
     with no_autocast(q.device):
         w = projection.to(cd)
         qf = _query_features(q.to(cd) * root, w, feature_map, kernel_eps)[:, :, 0]
-        u, s = _key_parts(k.to(cd) * root, w, feature_map, kernel_eps)
-        u, s = u[:, :, 0], s[:, :, 0]
+        u, s, half_sq = _key_parts(k.to(cd) * root, w, feature_map, kernel_eps)
+        u, s, half_sq = u[:, :, 0], s[:, :, 0], half_sq[:, :, 0]
         b, h, dv = v.shape[0], v.shape[1], v.shape[-1]
         if state is None:
             state = FavorState(v.new_zeros(b, h, u.shape[-1], dv + 1, dtype=cd),
@@ -395,7 +486,7 @@ def favor_step(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
         shift = torch.maximum(state.shift, s_in)
         g_new = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
         g_old = torch.where(torch.isfinite(state.shift), state.shift, torch.zeros_like(shift))
-        kf = _shifted_keys(u, s, g_new, feature_map)
+        kf = _shifted_keys(u, s, half_sq, g_new, feature_map)
         if pad is not None:
             kf = kf.masked_fill(pad[..., None], 0.0)
         v1 = torch.cat([v[:, :, 0].to(cd), v.new_ones(b, h, 1, dtype=cd)], -1)

@@ -49,18 +49,28 @@ def softmax_attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor 
     return out.masked_fill(empty, 0.0)
 
 
-def softmax_attention_reference(q: Tensor, k: Tensor, v: Tensor,
-                                key_padding_mask: Tensor | None = None, causal: bool = False,
-                                scale: float | None = None) -> Tensor:
-    """The same, written out: scores, -inf where not allowed, softmax, weighted sum."""
-    check_qkv(q, k, v, key_padding_mask, causal)
+def softmax_attention_weights(q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None,
+                              causal: bool = False, scale: float | None = None) -> Tensor:
+    """The attention matrix P = softmax(q k^T * scale): (batch, heads, seq_q, seq_k), rows
+    summing to 1 (0 for a query with nothing to attend to). Linformer's Fig. 1 is about its
+    spectrum."""
+    if not isinstance(k, Tensor):
+        raise ValueError(f"k must be a torch.Tensor, got {type(k).__name__}")
+    check_qkv(q, k, k, key_padding_mask, causal)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = q @ k.transpose(-1, -2) * scale
     allowed = _allowed(key_padding_mask, causal, q.shape[2], k.shape[2], q.device)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
-    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # empty rows: 0, not NaN
-    return weights @ v
+    return torch.softmax(scores, dim=-1).nan_to_num(0.0)  # empty rows: 0, not NaN
+
+
+def softmax_attention_reference(q: Tensor, k: Tensor, v: Tensor,
+                                key_padding_mask: Tensor | None = None, causal: bool = False,
+                                scale: float | None = None) -> Tensor:
+    """The same, written out: P = softmax of the scores (-inf where not allowed), then P v."""
+    check_qkv(q, k, v, key_padding_mask, causal)
+    return softmax_attention_weights(q, k, key_padding_mask, causal, scale) @ v
 
 
 class SoftmaxAttention(nn.Module):

@@ -28,6 +28,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import FuncFormatter, NullFormatter
 from scipy.stats import kendalltau
 
 from efflab.experiments import register
@@ -65,15 +66,16 @@ class EfficiencyMisnomerConfig(ExperimentConfig):
     long_seq_len: int = 512        # the attention family's second sequence length
     vocab_size: int = 16           # classifiers (ListOps-sized vocabulary)
     lm_vocab_size: int = 256       # language models (bytes)
-    batch_size: int = 8            # batch B of FLOPs, latency and memory
-    batch_sizes: tuple[int, ...] = (1, 8, 16)  # throughput sweep
+    batch_size: int = 4            # batch B of FLOPs, latency and memory
+    batch_sizes: tuple[int, ...] = (1, 4, 16)  # throughput sweep
     share_depth: int = 6           # L of the sharing pair
     moe_experts: tuple[int, ...] = (4, 8)
     linformer_k: int = 32
     performer_features: int = 64
     warmup: int = 1                # untimed calls before each timing
-    repeats: int = 5               # timed calls per model and round (interleaved latency)
-    report_repeats: int = 3        # timed calls of each cost report's own latency/throughput
+    repeats: int = 4               # timed inference calls per model and round (interleaved)
+    train_repeats: int = 1         # timed training steps per model and round (interleaved)
+    report_repeats: int = 2        # timed calls of each cost report's own latency/throughput
     rounds: int = 3                # interleaved latency rounds across the zoo
     threads: int = 1               # torch CPU threads during the run (0 = leave as is)
     memory: bool = True            # peak-memory probes (fresh processes on CPU)
@@ -86,13 +88,14 @@ class EfficiencyMisnomerConfig(ExperimentConfig):
     @classmethod
     def full(cls) -> EfficiencyMisnomerConfig:
         return cls(embed_dim=128, seq_len=256, long_seq_len=1024, batch_size=16,
-                   batch_sizes=(1, 16, 64), repeats=20, report_repeats=10, rounds=5, warmup=3,
-                   threads=0)
+                   batch_sizes=(1, 16, 64), repeats=20, train_repeats=5, report_repeats=10,
+                   rounds=5, warmup=3, threads=0)
 
     def validate(self) -> None:
         for key in ("embed_dim", "num_heads", "seq_len", "long_seq_len", "vocab_size",
                     "lm_vocab_size", "batch_size", "share_depth", "linformer_k",
-                    "performer_features", "repeats", "report_repeats", "rounds"):
+                    "performer_features", "repeats", "train_repeats", "report_repeats",
+                    "rounds"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.embed_dim % (2 * self.num_heads):
@@ -158,7 +161,7 @@ def _inputs(entry: ZooEntry, batch: int, seed: int) -> torch.Tensor:
 
 
 def interleaved_latency(steps: dict[str, dict[str, Any]], rounds: int, warmup: int,
-                        repeats: int, sync) -> dict[str, dict[str, float]]:
+                        repeats: dict[str, int], sync) -> dict[str, dict[str, float]]:
     """Models take turns (order rotated every round); per model and kind: the median over
     rounds of the per-round median latency."""
     names = list(steps)
@@ -168,8 +171,7 @@ def interleaved_latency(steps: dict[str, dict[str, Any]], rounds: int, warmup: i
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             for kind, step in steps[name].items():
-                reps = repeats if kind == "inference" else max(2, repeats // 2)
-                t = time_fn(step, warmup=warmup, repeats=reps, sync=sync)
+                t = time_fn(step, warmup=warmup, repeats=repeats[kind], sync=sync)
                 per_round[name][kind].append(t.median_s)
     return {n: {k: float(np.median(v)) for k, v in kinds.items()}
             for n, kinds in per_round.items()}
@@ -251,15 +253,17 @@ class EfficiencyMisnomer(Experiment):
             report = measure(model, x, name=entry.name, device=device,
                              batch_sizes=config.batch_sizes, tokens_per_sample=entry.seq_len,
                              warmup=config.warmup, repeats=config.report_repeats,
-                             memory=config.memory)
+                             train_repeats=config.report_repeats, memory=config.memory)
             models.append({"name": entry.name, "family": entry.family, "model": entry.model,
                            "options": entry.options, "seq_len": entry.seq_len,
                            "report": report.to_dict()})
             work, xd = model.to(device), x.to(device)
             steps[entry.name] = {"inference": make_inference_step(work, (xd,)),
                                  "train_step": make_train_step(work, (xd,))}
-        latency = interleaved_latency(steps, config.rounds, config.warmup, config.repeats,
-                                      synchronizer(device))
+        latency = interleaved_latency(
+            steps, config.rounds, config.warmup,
+            {"inference": config.repeats, "train_step": config.train_repeats},
+            synchronizer(device))
         for m in models:
             m["latency"] = latency[m["name"]]
             m["indicators"] = indicator_values(m)
@@ -385,12 +389,13 @@ class EfficiencyMisnomer(Experiment):
                  "latency_train": "train step s", "time_per_sample": "s/sample (max batch)",
                  "memory_train": "train peak bytes"}
         colors = {f: f"C{i}" for i, f in enumerate(FAMILIES)}
+        tau = dict(zip(results["kendall"]["indicators"], results["kendall"]["tau"]))
+        order = results["kendall"]["indicators"]
         k = len(keys)
-        fig, axes = plt.subplots(k, k, figsize=(2.0 * k, 2.0 * k))
+        fig, axes = plt.subplots(k, k, figsize=(1.9 * k, 1.9 * k))
         for i, a in enumerate(keys):
             for j, b in enumerate(keys):
                 ax = axes[i][j]
-                ax.tick_params(labelsize=5)
                 if i == j:
                     ax.text(0.5, 0.5, short[a], ha="center", va="center", fontsize=8,
                             transform=ax.transAxes)
@@ -403,18 +408,28 @@ class EfficiencyMisnomer(Experiment):
                     pts = [p for p in pts if all(np.isfinite(p)) and min(p) > 0]
                     if pts:
                         xs, ys = zip(*pts)
-                        ax.scatter(xs, ys, s=10, color=colors[fam], label=fam)
+                        ax.scatter(xs, ys, s=9, color=colors[fam], label=fam)
                 ax.set_xscale("log")
                 ax.set_yscale("log")
+                for axis in (ax.xaxis, ax.yaxis):
+                    axis.set_minor_formatter(NullFormatter())
+                ax.tick_params(which="both", labelsize=5, labelbottom=i == k - 1,
+                               labelleft=j == 0)
+                t = tau[a][order.index(b)]
+                if np.isfinite(t):
+                    ax.text(0.04, 0.9, f"τ={t:+.2f}", fontsize=6, transform=ax.transAxes)
                 if i == k - 1:
                     ax.set_xlabel(short[b], fontsize=6)
                 if j == 0:
                     ax.set_ylabel(short[a], fontsize=6)
         handles, labels = axes[0][1].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", ncol=len(FAMILIES), fontsize=8)
-        fig.suptitle(f"Cost indicators of the zoo ({results['machine']['device_name']}, "
-                     f"{results['machine']['torch_threads']} thread(s)); log-log", y=0.995,
+        fig.legend(handles, labels, loc="upper center", ncol=len(FAMILIES), fontsize=8,
+                   bbox_to_anchor=(0.5, 0.965))
+        m0 = results["machine"]
+        fig.suptitle(f"Cost indicators of the zoo, log-log, Kendall τ in each panel "
+                     f"({m0['device_name']}, {m0['torch_threads']} thread(s))", y=0.99,
                      fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1, 0.94))
         names = [save_figure(fig, outdir, "indicator_scatter_matrix.png")]
 
         by = self._by_name(results)
@@ -426,16 +441,26 @@ class EfficiencyMisnomer(Experiment):
         shown = ["params", "flops_fwd", "latency_inf", "latency_train", "memory_train"]
         fig, ax = plt.subplots(figsize=(10, 4))
         width = 0.8 / len(shown)
+        lo, hi = 1.0, 1.0
         for s, key in enumerate(shown):
-            ratios = [by[a]["indicators"][key] / by[b]["indicators"][key] for a, b in cases]
-            ax.bar(np.arange(len(cases)) + (s - len(shown) / 2 + 0.5) * width, ratios, width,
-                   label=short[key])
+            ratios = np.array([by[a]["indicators"][key] / by[b]["indicators"][key]
+                               for a, b in cases])
+            # bars grow from 1 (no change) up or down, so a halving looks like a doubling
+            ax.bar(np.arange(len(cases)) + (s - len(shown) / 2 + 0.5) * width, ratios - 1.0,
+                   width, bottom=1.0, label=short[key])
+            lo, hi = min(lo, ratios.min()), max(hi, ratios.max())
         ax.axhline(1.0, color="0.3", lw=1)
         ax.set_yscale("log")
+        ax.set_ylim(lo / 1.25, hi * 1.25)
+        ax.set_yticks([t for t in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50)
+                       if lo / 1.25 <= t <= hi * 1.25])
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(np.arange(len(cases)))
         ax.set_xticklabels([f"{a}\nvs {b}" for a, b in cases], fontsize=7)
         ax.set_ylabel("ratio (log scale)")
-        ax.set_title("The paper's cases: each model's cost relative to its reference")
+        ax.set_title("The paper's cases: each model's cost relative to its reference "
+                     f"({results['machine']['device_name']})", fontsize=10)
         ax.legend(fontsize=7, ncol=len(shown))
         ax.grid(axis="y", which="both", alpha=0.25)
         names.append(save_figure(fig, outdir, "paper_cases.png"))
@@ -464,7 +489,9 @@ class EfficiencyMisnomer(Experiment):
              f"train step ms (batch {b})", f"samples/s (batch {bmax})", "train peak MiB"],
             rows,
             note=f"Machine: {machine}. Latencies: median over {config.rounds} interleaved "
-                 f"rounds of per-round medians of {config.repeats} calls; a shared CPU is "
+                 f"rounds of per-round medians of {config.repeats} inference calls / "
+                 f"{config.train_repeats} training step(s), each after {config.warmup} untimed; "
+                 "a shared CPU is "
                  "noisy, so only ratios beyond 1.2 are read as real. FLOPs: 1 multiply-add = "
                  "2 FLOPs, matrix products and attention only. CPU memory: peak RSS growth of "
                  "a fresh process, a few MiB of one-time library buffers included.")]

@@ -24,6 +24,7 @@ changes; otherwise old results are reused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -93,6 +94,24 @@ def _compute(fn: PointFn, point: dict[str, Any], path: str) -> Any:
     return json.loads(json.dumps(record["result"]))
 
 
+@contextlib.contextmanager
+def limit_threads(threads: int = 1):
+    """Run the block with at most ``threads`` torch threads, restoring the count afterwards.
+
+    For point functions whose work is many small tensor ops: a second thread buys little
+    there, and on a shared machine it costs a lot (threads spin while waiting for cores). The
+    points themselves are the parallelism (``jobs``).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
@@ -103,9 +122,10 @@ def run_sweep(fn: PointFn, points: Sequence[Mapping[str, Any]], outdir: Path, na
               jobs: int = 1, desc: str | None = None) -> list[Any]:
     """Results of ``fn(point)`` for every point, in order, computing only those not on disk.
 
-    ``jobs = 1`` runs the missing points here, one after another; ``jobs > 1`` in that many
-    worker processes. Raises :class:`SweepInterrupted` if a worker dies; an exception raised
-    by ``fn`` propagates (after the points already running have finished and been saved).
+    ``jobs = 1`` runs the missing points here, one after another; ``jobs > 1`` in up to that
+    many worker processes (a single missing point runs here: no worker to start). Raises
+    :class:`SweepInterrupted` if a worker dies; an exception raised by ``fn`` propagates
+    (after the points already running have finished and been saved).
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")

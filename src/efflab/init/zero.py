@@ -26,10 +26,19 @@ widening map *is* the partial identity with a Hadamard mix.
 Gradient flow. With the final classifier at zero, step one updates only the classifier; the
 next step reaches every layer except those behind a zero layer, the one after that reaches
 the rest (``tests/init`` checks: every parameter of efflab's ResNets, with and without batch
-norm, has a nonzero gradient by step 3 with the ordinary ``nn.ReLU``). The paper's code needed
-a ReLU whose gradient at 0 is 1 because it zeroed *every* convolution of a pre-activation
-network, so that all pre-activations were exactly 0; here only the last layer of each branch
-is zero and the other layers carry the signal, so ReLU'(0) = 0 blocks nothing.
+norm, and of the transformer has a nonzero gradient by step 3, with the ordinary ReLU). The
+paper's code needed a ReLU whose derivative at 0 is 1 because it zeroed *every* convolution
+of a pre-activation network, so that all pre-activations were exactly 0; here only the last
+layer of each branch is zero and the other layers carry the signal. efflab's ResNet and MLP
+offer that ReLU (``activation="zero_relu"``); on the MNIST-1D ResNets it changed nothing
+measurable (docs/zero-init.md).
+
+Symmetry (docs/zero-init.md has the measurements). Rows i and i + 2^k of ``H[:P, :Q]``
+coincide whenever Q <= 2^k, so a layer that widens beyond 2^ceil(log2 Q) makes exact copies
+of units, and copies get the same gradient (up to rounding) unless a later layer reads them
+differently: an MLP 40 -> 256 starts with 64 distinct units and keeps 74 however long it
+trains (the output's partial identity reads 10 of them). A single input channel is the extreme case: the centre tap
+of a 1 -> C stem is column 0 of H, all ones, so every channel starts as the same signal.
 
 Batch norm after the branch's last convolution (efflab's post-activation ``BasicBlock``): a
 zero convolution followed by batch norm does not give a zero branch that grows gradually,

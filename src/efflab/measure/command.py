@@ -22,8 +22,8 @@ EPILOG = """\
 examples:
   efflab measure mlp --input 40 --batch-size 32
   efflab measure resnet18:width=16 --input 3x32x32 --batch-sizes 1,8,32
-  efflab measure transformer_classifier:depth=4,embed_dim=128 --input 256 --vocab 20 \\
-      --batch-sizes 1,8,32 --out results/measure
+  efflab measure transformer_classifier:depth=4,embed_dim=128,pad_id=none --input 256 \\
+      --vocab 16 --batch-sizes 1,8,32 --out results/measure
 
 MODEL_SPEC is a registered model name, optionally with options after a colon
 (name:key=value,key=value; lists as [1,2]). --input is the shape of one sample without

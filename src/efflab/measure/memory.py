@@ -132,6 +132,9 @@ def serve() -> None:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
     _preload()
+    # children's gc.collect() then skips the server's objects: a full collection over them
+    # costs half a second and copies every page they live on
+    gc.freeze()
     fd_in = sys.stdin.fileno()
     while True:
         try:

@@ -135,8 +135,8 @@ class CostReport:
             ("inputs", ", ".join(f"{tuple(s)} {d}" for s, d in
                                  zip(self.input_shapes, self.input_dtypes))),
             ("machine", f"{m.get('device_name')} ({m.get('device')}), "
-                        f"{m.get('torch_threads')} threads, torch {m.get('torch_version')}, "
-                        f"{m.get('dtype')}"),
+                        f"{m.get('torch_threads')} torch thread(s), "
+                        f"torch {m.get('torch_version')}, {m.get('dtype')}"),
             ("parameters: unique", _count(p.unique)),
             ("parameters: total (each registration)", _count(p.total)),
             ("parameters: trainable", _count(p.trainable)),

@@ -9,7 +9,40 @@ from torch import nn
 
 from efflab.models import register_model
 
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "identity": nn.Identity}
+
+class _ZeroReLUFunction(torch.autograd.Function):
+    """relu(x) forward; backward lets the gradient through where x >= 0 (torch: x > 0)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * (x >= 0).to(grad.dtype)
+
+
+def zero_relu(x: torch.Tensor) -> torch.Tensor:
+    """ReLU whose derivative at 0 is 1 (ZerO's authors' ``Zero_Relu``, Zhao et al. 2022).
+
+    Same values as ``torch.relu``. A unit whose pre-activation is exactly 0, as channels that a
+    Hadamard mix cancels are under ZerO initialization, still passes gradient; with
+    ``torch.relu`` (derivative 0 there) such a unit never receives one and stays 0 for good.
+    """
+    return _ZeroReLUFunction.apply(x)
+
+
+class ZeroReLU(nn.Module):
+    """Module form of :func:`zero_relu`. x: any shape -> same shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return zero_relu(x)
+
+
+_ACTIVATIONS = {"relu": nn.ReLU, "zero_relu": ZeroReLU, "gelu": nn.GELU, "tanh": nn.Tanh,
+                "identity": nn.Identity}
 
 
 class MLP(nn.Module):

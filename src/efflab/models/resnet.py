@@ -13,10 +13,19 @@ import torch
 from torch import nn
 
 from efflab.models import register_model
+from efflab.models.mlp import ZeroReLU
+
+_ACTIVATIONS = {"relu": nn.ReLU, "zero_relu": ZeroReLU}
 
 
 def _conv(dim: int):
     return nn.Conv1d if dim == 1 else nn.Conv2d
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
+    return _ACTIVATIONS[name]()
 
 
 def _norm(dim: int, channels: int, batch_norm: bool) -> nn.Module:
@@ -35,14 +44,14 @@ class BasicBlock(nn.Module):
     """
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, dim: int = 2,
-                 batch_norm: bool = True):
+                 batch_norm: bool = True, activation: str = "relu"):
         super().__init__()
         conv = _conv(dim)
         self.conv1 = conv(in_ch, out_ch, 3, stride=stride, padding=1, bias=not batch_norm)
         self.bn1 = _norm(dim, out_ch, batch_norm)
         self.conv2 = conv(out_ch, out_ch, 3, stride=1, padding=1, bias=not batch_norm)
         self.bn2 = _norm(dim, out_ch, batch_norm)
-        self.act = nn.ReLU()
+        self.act = _activation(activation)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
             self.shortcut = nn.Sequential(
@@ -69,7 +78,8 @@ class ResNet(nn.Module):
 
     def __init__(self, blocks: Sequence[int] = (2, 2, 2, 2),
                  widths: Sequence[int] = (64, 128, 256, 512), in_channels: int = 3,
-                 num_classes: int = 10, dim: int = 2, batch_norm: bool = True):
+                 num_classes: int = 10, dim: int = 2, batch_norm: bool = True,
+                 activation: str = "relu"):
         super().__init__()
         if dim not in (1, 2):
             raise ValueError(f"dim must be 1 or 2, got {dim}")
@@ -80,7 +90,7 @@ class ResNet(nn.Module):
         self.dim = dim
         self.stem = nn.Sequential(
             conv(in_channels, widths[0], 3, padding=1, bias=not batch_norm),
-            _norm(dim, widths[0], batch_norm), nn.ReLU(),
+            _norm(dim, widths[0], batch_norm), _activation(activation),
         )
         stages = []
         c = widths[0]
@@ -88,7 +98,7 @@ class ResNet(nn.Module):
             layer = []
             for j in range(n):
                 layer.append(BasicBlock(c, w, stride=2 if (i > 0 and j == 0) else 1, dim=dim,
-                                        batch_norm=batch_norm))
+                                        batch_norm=batch_norm, activation=activation))
                 c = w
             stages.append(nn.Sequential(*layer))
         self.stages = nn.Sequential(*stages)
@@ -109,13 +119,14 @@ class ResNet(nn.Module):
 @register_model("resnet")
 def resnet(blocks: Sequence[int] = (2, 2, 2, 2), widths: Sequence[int] = (64, 128, 256, 512),
            in_channels: int = 3, num_classes: int = 10, dim: int = 2,
-           batch_norm: bool = True) -> ResNet:
-    return ResNet(blocks, widths, in_channels, num_classes, dim, batch_norm)
+           batch_norm: bool = True, activation: str = "relu") -> ResNet:
+    """``activation="zero_relu"``: ReLU with derivative 1 at 0 (for ZerO initialization)."""
+    return ResNet(blocks, widths, in_channels, num_classes, dim, batch_norm, activation)
 
 
 @register_model("resnet18")
 def resnet18(in_channels: int = 3, num_classes: int = 10, batch_norm: bool = True,
-             width: int = 64) -> ResNet:
+             width: int = 64, activation: str = "relu") -> ResNet:
     """CIFAR-10 ResNet-18 (11.2M parameters at width 64)."""
     return ResNet((2, 2, 2, 2), (width, 2 * width, 4 * width, 8 * width), in_channels,
-                  num_classes, dim=2, batch_norm=batch_norm)
+                  num_classes, dim=2, batch_norm=batch_norm, activation=activation)

@@ -177,7 +177,8 @@ class TransformerEncoder(nn.Module):
             return Block(embed_dim, num_heads, mlp_dim, attention, options, moe_experts, dropout)
 
         shared = block() if share_layers else None
-        self.blocks = nn.ModuleList([shared or block() for _ in range(depth)])
+        self.blocks = nn.ModuleList([shared if shared is not None else block()
+                                     for _ in range(depth)])
         self.share_layers = bool(share_layers)
         self.norm = nn.LayerNorm(embed_dim)
         self.reset_parameters()

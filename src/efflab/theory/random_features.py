@@ -155,3 +155,133 @@ def random_features_regression(x_train: torch.Tensor, y_train: torch.Tensor,
     train_feats = random_features(x_train, weights, activation)
     coef = fit_second_layer(train_feats, y_train, ridge=ridge)
     return train_feats @ coef, random_features(x_test, weights, activation) @ coef
+
+
+# -- Mei & Montanari (2019): the asymptotic test error --------------------------------------
+def activation_coefficients(activation: str) -> dict[str, float]:
+    """Hermite coefficients of sigma under G ~ N(0, 1): ``mu0 = E sigma(G)``,
+    ``mu1 = E G sigma(G)``, ``mu_star^2 = E sigma(G)^2 - mu0^2 - mu1^2``.
+
+    mu1 is the linear part of the features, mu_star their "nonlinear noise" (Mei & Montanari,
+    eq. 4); for ReLU, mu0 = 1/sqrt(2 pi), mu1 = 1/2, mu_star^2 = 1/4 - 1/(2 pi). Integrated
+    numerically on each side of 0, where ReLU has its kink.
+    """
+    from scipy.integrate import quad
+
+    act = _activation(activation)
+
+    def f(z: float) -> float:
+        return float(act(torch.tensor(z, dtype=torch.float64)))
+
+    def moment(g) -> float:
+        dens = 1 / math.sqrt(2 * math.pi)
+        return sum(quad(lambda z: g(z) * math.exp(-z * z / 2) * dens, a, b,
+                        epsabs=1e-13, epsrel=1e-12)[0] for a, b in ((-math.inf, 0), (0, math.inf)))
+
+    mu0, mu1 = moment(f), moment(lambda z: z * f(z))
+    mu_star_sq = max(moment(lambda z: f(z) ** 2) - mu0**2 - mu1**2, 0.0)
+    return {"mu0": mu0, "mu1": mu1, "mu_star": math.sqrt(mu_star_sq)}
+
+
+def _mm_residual(n1: complex, n2: complex, xi: complex, psi1: float, psi2: float, z2: float
+                 ) -> tuple[complex, complex]:
+    q = 1 - z2 * n1 * n2
+    return (n1 - psi1 / (-xi - n2 - z2 * n2 / q), n2 - psi2 / (-xi - n1 - z2 * n1 / q))
+
+
+def _mm_newton(n1: complex, n2: complex, xi: complex, psi1: float, psi2: float, z2: float,
+               iters: int = 60, tol: float = 1e-13) -> tuple[complex, complex, bool]:
+    """Newton's method on Definition 1 of Mei & Montanari, holomorphic in (nu1, nu2)."""
+    for _ in range(iters):
+        q = 1 - z2 * n1 * n2
+        d1 = -xi - n2 - z2 * n2 / q
+        d2 = -xi - n1 - z2 * n1 / q
+        r1, r2 = n1 - psi1 / d1, n2 - psi2 / d2
+        if abs(r1) + abs(r2) < tol * (1 + abs(n1) + abs(n2)):
+            return n1, n2, True
+        cross = -1 - z2 / q - z2 * z2 * n1 * n2 / q**2     # dD1/dn2 = dD2/dn1
+        a11 = 1 + psi1 / d1**2 * (-(z2 * n2 / q) ** 2)
+        a12 = psi1 / d1**2 * cross
+        a21 = psi2 / d2**2 * cross
+        a22 = 1 + psi2 / d2**2 * (-(z2 * n1 / q) ** 2)
+        det = a11 * a22 - a12 * a21
+        if det == 0:
+            return n1, n2, False
+        n1, n2 = n1 - (a22 * r1 - a12 * r2) / det, n2 - (a11 * r2 - a21 * r1) / det
+    r1, r2 = _mm_residual(n1, n2, xi, psi1, psi2, z2)
+    return n1, n2, abs(r1) + abs(r2) < 1e-9 * (1 + abs(n1) + abs(n2))
+
+
+def mm_nus(xi: complex, psi1: float, psi2: float, zeta: float) -> tuple[complex, complex]:
+    """(nu1, nu2) of Mei & Montanari's Definition 1 at ``xi`` on the positive imaginary axis.
+
+    Continuation from a large imaginary xi, where nu_k ~ psi_k / (-xi), down the axis, each
+    step solved by Newton from the previous solution; the step shrinks where Newton fails,
+    so the branch followed is the one analytic in the upper half plane.
+    """
+    if xi.real != 0 or xi.imag <= 0:
+        raise ValueError(f"xi must be on the positive imaginary axis, got {xi}")
+    z2 = zeta * zeta
+    s = max(100.0, 10 * xi.imag)
+    n1, n2 = 1j * psi1 / s, 1j * psi2 / s
+    ratio = 0.5
+    while s > xi.imag:
+        s_next = max(s * ratio, xi.imag)
+        m1, m2, ok = _mm_newton(n1, n2, 1j * s_next, psi1, psi2, z2)
+        if ok and m1.imag > 0 and m2.imag > 0:
+            n1, n2, s = m1, m2, s_next
+            ratio = max(ratio * ratio, 1e-3) if ratio < 0.9 else ratio
+        else:
+            ratio = math.sqrt(ratio)
+            if ratio > 1 - 1e-9:
+                raise RuntimeError(f"Mei-Montanari continuation stalled at xi = {s}i "
+                                   f"(psi1={psi1}, psi2={psi2}, zeta={zeta})")
+    return n1, n2
+
+
+def mm_nus_reference(xi: complex, psi1: float, psi2: float, zeta: float,
+                     iters: int = 200000) -> tuple[complex, complex]:
+    """Damped fixed-point iteration of the same equations, for tests only (slow; use a xi
+    not too close to 0)."""
+    z2 = zeta * zeta
+    n1, n2 = 1j * psi1 / abs(xi), 1j * psi2 / abs(xi)
+    for _ in range(iters):
+        r1, r2 = _mm_residual(n1, n2, xi, psi1, psi2, z2)
+        n1, n2 = n1 - 0.5 * r1, n2 - 0.5 * r2
+        if abs(r1) + abs(r2) < 1e-14:
+            break
+    return n1, n2
+
+
+def mei_montanari_risk(psi1: float, psi2: float, ridge_bar: float, zeta: float,
+                       signal: float, noise_var: float, nonlinear: float = 0.0
+                       ) -> dict[str, float]:
+    """Asymptotic test error of random features ridge regression (Mei & Montanari 2019, Thm 1).
+
+    N, n, d -> infinity with ``psi1 = N/d``, ``psi2 = n/d``; ``ridge_bar = lambda / mu_star^2``
+    where lambda is their penalty ``(N lambda / d) |a|^2`` on unnormalized features (for this
+    module's normalization, ``lambda = ridge * d``); ``zeta = mu1 / mu_star``. The target is
+    ``y = <beta, x> + f_NL(x) + noise`` with ``|beta|^2 = signal``, ``E f_NL^2 = nonlinear``,
+    noise variance ``noise_var``. Returns the error against the noiseless target,
+    ``risk = signal * B + (noise_var + nonlinear) * V + nonlinear``, with B and V, where
+    ``chi = nu1 nu2`` at ``xi = i sqrt(psi1 psi2 ridge_bar)`` enters B = E1/E0 and V = E2/E0.
+    Ridgeless is the limit ridge_bar -> 0+: pass a small value (1e-8 is accurate away from
+    psi1 = psi2, where the ridgeless error is infinite).
+    """
+    if min(psi1, psi2) <= 0 or ridge_bar <= 0:
+        raise ValueError(f"psi1, psi2 and ridge_bar must be > 0, got psi1={psi1}, "
+                         f"psi2={psi2}, ridge_bar={ridge_bar}")
+    n1, n2 = mm_nus(1j * math.sqrt(psi1 * psi2 * ridge_bar), psi1, psi2, zeta)
+    chi = n1 * n2
+    z2, z4, z6 = zeta**2, zeta**4, zeta**6
+    p = psi1 * psi2
+    e0 = (-chi**5 * z6 + 3 * chi**4 * z4 + (p - psi2 - psi1 + 1) * chi**3 * z6
+          - 2 * chi**3 * z4 - 3 * chi**3 * z2 + (psi1 + psi2 - 3 * p + 1) * chi**2 * z4
+          + 2 * chi**2 * z2 + chi**2 + 3 * p * chi * z2 - p)
+    e1 = psi2 * chi**3 * z4 - psi2 * chi**2 * z2 + p * chi * z2 - p
+    e2 = (chi**5 * z6 - 3 * chi**4 * z4 + (psi1 - 1) * chi**3 * z6 + 2 * chi**3 * z4
+          + 3 * chi**3 * z2 + (-psi1 - 1) * chi**2 * z4 - 2 * chi**2 * z2 - chi**2)
+    bias, var = (e1 / e0).real, (e2 / e0).real
+    risk = signal * bias + (noise_var + nonlinear) * var + nonlinear
+    return {"risk": float(risk), "bias": float(bias), "variance": float(var),
+            "chi": float(chi.real)}

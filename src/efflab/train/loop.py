@@ -218,7 +218,8 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, eval_data: Data | None
     model.train()
     for step in range(start, total):
         idx = None if batches is None else batches(step)
-        a, b = shard_bounds(batch_size, rank, world)
+        m = n if idx is None else idx.numel()  # the last batch of an epoch may be smaller
+        a, b = shard_bounds(m, rank, world)
         if idx is None:
             xs, ys = x[a:b], y[a:b]
         else:
@@ -228,7 +229,7 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, eval_data: Data | None
         for p in params:  # zeros, not None: every rank all-reduces the same buffers
             p.grad = torch.zeros_like(p)
         loss_sum = accumulate_gradient(
-            model, xs, ys, denominator=batch_size, loss_fn=loss_fn,
+            model, xs, ys, denominator=m, loss_fn=loss_fn,
             micro_batch_size=cfg.micro_batch_size, grad_reg=cfg.grad_reg,
             grad_reg_block=cfg.grad_reg_block, grad_reg_method=cfg.grad_reg_method,
             grad_reg_eps=cfg.grad_reg_eps, augment=augment, generator=aug_gen, amp=cfg.amp)
@@ -247,7 +248,7 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, eval_data: Data | None
             group["lr"] = lr
         opt.step()
         record["lr"] = lr
-        record["train_loss"] = loss_buf.item() / batch_size
+        record["train_loss"] = loss_buf.item() / m
         last = step + 1 == total
         if last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
             do_eval(record)

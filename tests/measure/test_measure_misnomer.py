@@ -1,0 +1,105 @@
+"""The efficiency-misnomer experiment: its helpers against brute force, the transformer zoo's
+counts against hand formulas, and a tiny end-to-end run."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from efflab.experiments import RunContext, get
+from efflab.experiments.efficiency_misnomer import (
+    EfficiencyMisnomerConfig,
+    kendall_matrix,
+    ranking_flips,
+    zoo,
+)
+from efflab.measure import count_flops, count_parameters, make_inference_step
+from efflab.models import create_model
+
+
+def kendall_brute_force(x, y):
+    pairs = list(itertools.combinations(range(len(x)), 2))
+    s = sum(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) for i, j in pairs)
+    return s / len(pairs)
+
+
+def test_kendall_matrix_matches_brute_force_without_ties():
+    rng = np.random.default_rng(0)
+    values = {k: rng.normal(size=9).tolist() for k in "abc"}
+    keys, tau = kendall_matrix(values)
+    for i, a in enumerate(keys):
+        for j, b in enumerate(keys):
+            expected = 1.0 if a == b else kendall_brute_force(np.array(values[a]),
+                                                              np.array(values[b]))
+            assert tau[i][j] == pytest.approx(expected)
+
+
+def test_ranking_flips_finds_only_disagreements_beyond_the_margin():
+    names = ["a", "b", "c"]
+    flops = [10.0, 5.0, 9.5]
+    latency = [1.0, 2.0, 1.1]   # a: 2x the FLOPs of b, yet b is 2x slower; c vs a: within margin
+    flips = ranking_flips(names, flops, latency, margin=0.2)
+    assert [(f["costlier_by_a"], f["costlier_by_b"]) for f in flips] == [("a", "b"), ("c", "b")]
+    assert flips[0]["ratio_a"] == pytest.approx(2.0) and flips[0]["ratio_b"] == pytest.approx(2.0)
+    assert ranking_flips(names, flops, flops, margin=0.2) == []
+
+
+def tiny_config():
+    return EfficiencyMisnomerConfig(embed_dim=16, num_heads=2, seq_len=16, long_seq_len=32,
+                                    batch_size=2, batch_sizes=(1, 2), share_depth=3,
+                                    moe_experts=(2, 4), linformer_k=4, performer_features=8,
+                                    repeats=1, report_repeats=1, rounds=1, memory=False)
+
+
+def test_transformer_flops_equal_the_hand_formula():
+    b, n, d, mlp, depth, classes = 2, 16, 16, 64, 2, 10
+    model = create_model("transformer_classifier", vocab_size=16, num_classes=classes,
+                         max_seq_len=n, embed_dim=d, depth=depth, num_heads=2, mlp_dim=mlp,
+                         pad_id=None)
+    x = torch.randint(0, 16, (b, n))
+    per_layer = (2 * b * n * 4 * d * d          # q, k, v and output projections
+                 + 2 * 2 * b * n * n * d        # QK^T and PV over all heads
+                 + 2 * b * n * 2 * d * mlp)     # the two feed-forward matrices
+    expected = depth * per_layer + 2 * b * d * classes
+    assert count_flops(make_inference_step(model, (x,)))[1].total == expected
+
+
+def test_zoo_relations_of_the_paper_cases():
+    cfg = tiny_config()
+    entries = {e.name: e for e in zoo(cfg)}
+    build = {name: create_model(e.model, **e.options) for name, e in entries.items()}
+    unshared, shared = build["L3-d16"], build["L3-d16-shared"]
+    pu, ps = count_parameters(unshared), count_parameters(shared)
+    assert ps.total == pu.total  # each registration still counted by the naive count
+    block = count_parameters(unshared.encoder.blocks[0]).unique
+    assert pu.unique - ps.unique == 2 * block  # three blocks stored vs one
+    assert pu.non_embedding - ps.non_embedding == 2 * block
+    x = torch.randint(1, 16, (2, 16))
+    flops = {k: count_flops(make_inference_step(build[k], (x,)))[1].total
+             for k in ("L3-d16", "L3-d16-shared", "L4-d16-dense", "L4-d16-moe4")}
+    assert flops["L3-d16"] == flops["L3-d16-shared"]
+    router = 4 * (2 * 2 * 16 * 16 * 4)  # per layer: tokens x d x E multiply-adds
+    assert flops["L4-d16-moe4"] == flops["L4-d16-dense"] + router
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    exp = get("efficiency-misnomer")
+    cfg = tiny_config()
+    results = exp.run(cfg, RunContext(device=torch.device("cpu"), outdir=tmp_path))
+    json.dumps(results)  # plain data
+    assert {m["name"] for m in results["models"]} == {e.name for e in zoo(cfg)}
+    assert results["machine"]["device"] == "cpu"
+    claims = exp.claims(results, cfg)
+    assert len(claims) == 4
+    sharing, moe = claims[0], claims[1]
+    assert "FLOPs x 1.000" in sharing.ours
+    assert "FLOPs/token x 1.0" in moe.ours
+    for claim in claims:  # time figures name their machine
+        assert results["machine"]["device_name"] in claim.ours
+    names = exp.figures(results, cfg, tmp_path)
+    assert all((tmp_path / n).stat().st_size > 0 for n in names)
+    tables = exp.tables(results, cfg)
+    assert len(tables[0].rows) == len(results["models"])
+    assert len(tables[1].rows) == len(results["kendall"]["indicators"])
