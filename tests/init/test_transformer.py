@@ -23,7 +23,7 @@ def _branch_lasts(model):
 
 
 def test_every_layer_follows_its_rule():
-    model = zero_init_(_classifier())
+    model = zero_init_(_classifier(), zeros=[])
     for name, m in model.named_modules():
         if isinstance(m, nn.Linear):
             p, q = m.weight.shape
@@ -37,9 +37,17 @@ def test_every_layer_follows_its_rule():
     assert torch.allclose(pos, zero_matrix_reference(12, 16))
 
 
+def test_blocks_declare_their_branch_ends_and_classifier():
+    model = _classifier()
+    from efflab.init.zero import residual_zeros
+
+    assert {id(m) for m in residual_zeros(model)} == {
+        id(m) for m in [*_branch_lasts(model), model.head]}
+
+
 def test_residual_zeros_make_every_block_an_identity():
     model = _classifier()
-    zero_init_(model, zeros=[*_branch_lasts(model), model.head])
+    zero_init_(model)  # one call: the blocks and the classifier say what starts at zero
     tokens = torch.randint(1, 16, (3, 12))
     enc = model.encoder
     x = enc.token_embedding(tokens) + enc.position_embedding(torch.arange(12))
@@ -50,8 +58,7 @@ def test_residual_zeros_make_every_block_an_identity():
 
 def test_gradients_reach_every_parameter_within_three_steps():
     torch.manual_seed(0)
-    model = _classifier()
-    zero_init_(model, zeros=[*_branch_lasts(model), model.head])
+    model = zero_init_(_classifier())
     tokens, y = torch.randint(1, 16, (16, 12)), torch.randint(0, 5, (16,))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     seen: set[str] = set()
@@ -64,7 +71,20 @@ def test_gradients_reach_every_parameter_within_three_steps():
     assert seen == {n for n, _ in model.named_parameters()}
 
 
-def test_mixture_of_experts_layer_is_refused_by_name():
-    model = _classifier(moe_experts=2)
-    with pytest.raises(TypeError, match=r"MoEFeedForward.*encoder\.blocks\.0\.ffn.*'router'"):
+def test_mixture_of_experts_follows_its_rule_and_starts_at_zero():
+    model = zero_init_(_classifier(moe_experts=2))
+    for blk in model.encoder.blocks:
+        moe = blk.ffn
+        assert torch.allclose(moe.router.double(), zero_matrix_reference(2, 16))
+        for e in range(2):  # x @ w1[e] is the Algorithm 1 map 16 -> 32
+            assert torch.allclose(moe.w1[e].T.double(), zero_matrix_reference(32, 16), atol=1e-7)
+        assert torch.count_nonzero(moe.w2) == 0 and torch.count_nonzero(moe.b1) == 0
+        assert torch.count_nonzero(blk.attn.out_proj.weight) == 0
+    tokens = torch.randint(1, 16, (3, 12))
+    assert torch.count_nonzero(model(tokens)) == 0
+
+
+def test_linformer_projection_is_refused_by_name():
+    model = _classifier(attention="linformer")
+    with pytest.raises(TypeError, match=r"LinformerProjection"):
         zero_init_(model)

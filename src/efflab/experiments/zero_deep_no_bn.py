@@ -91,7 +91,7 @@ class ZeroDeepNoBN(Experiment):
     checks = ("ZerO trains residual networks without batch norm at depths where Kaiming and "
               "Xavier initialization diverge or fail")
     Config = Config
-    budget_s = {"quick": 50.0, "full": 4 * 3600.0}
+    budget_s = {"quick": 90.0, "full": 4 * 3600.0}
 
     def run(self, config: Config, ctx: RunContext) -> dict[str, Any]:
         c = config

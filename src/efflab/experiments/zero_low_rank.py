@@ -46,7 +46,7 @@ class Config(ExperimentConfig):
 
     @classmethod
     def full(cls) -> Config:
-        return cls(width=256, depth=4, steps=3000)
+        return cls(depth=4, steps=3000)
 
 
 def numerical_rank(w: torch.Tensor, atol: float) -> int:
@@ -118,7 +118,7 @@ class ZeroLowRank(Experiment):
     checks = ("under ZerO the rank of W - I grows gradually from 0 during training; under "
               "random initialization it is full from the first step")
     Config = Config
-    budget_s = {"quick": 25.0, "full": 1800.0}
+    budget_s = {"quick": 20.0, "full": 1800.0}
 
     def run(self, config: Config, ctx: RunContext) -> dict[str, Any]:
         c = config

@@ -177,7 +177,7 @@ class ZeroVsRandom(Experiment):
     checks = ("ZerO's test accuracy matches Kaiming (and Xavier) initialization within the "
               "seeds' spread; two ZerO runs are bit-identical")
     Config = Config
-    budget_s = {"quick": 75.0, "full": 4 * 3600.0}
+    budget_s = {"quick": 60.0, "full": 4 * 3600.0}
 
     def run(self, config: Config, ctx: RunContext) -> dict[str, Any]:
         c = config

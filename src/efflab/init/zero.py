@@ -37,8 +37,9 @@ Symmetry (docs/zero-init.md has the measurements). Rows i and i + 2^k of ``H[:P,
 coincide whenever Q <= 2^k, so a layer that widens beyond 2^ceil(log2 Q) makes exact copies
 of units, and copies get the same gradient (up to rounding) unless a later layer reads them
 differently: an MLP 40 -> 256 starts with 64 distinct units and keeps 74 however long it
-trains (the output's partial identity reads 10 of them). A single input channel is the extreme case: the centre tap
-of a 1 -> C stem is column 0 of H, all ones, so every channel starts as the same signal.
+trains (the output's partial identity reads 10 of them). A single input channel is the
+extreme case: the centre tap of a 1 -> C stem is column 0 of H, all ones, so every channel
+starts as the same signal.
 
 Batch norm after the branch's last convolution (efflab's post-activation ``BasicBlock``): a
 zero convolution followed by batch norm does not give a zero branch that grows gradually,

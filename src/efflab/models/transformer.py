@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from efflab.attention import LinformerProjection, MultiheadAttention
+from efflab.init import register_zero_rule, zero_matrix
 from efflab.models import register_model
 
 POOLINGS = ("mean", "first")
@@ -102,6 +103,21 @@ class MoEFeedForward(nn.Module):
         return f"embed_dim={d}, hidden_dim={h}, num_experts={e}, top_k=1"
 
 
+@register_zero_rule(MoEFeedForward)
+@torch.no_grad()
+def _moe_zero_rule(module: MoEFeedForward, scale) -> None:
+    """ZerO for the mixture: every expert's first layer and the router by Algorithm 1; the
+    experts' last layer (the end of the residual branch) at zero, so the block starts as its
+    shortcut. The tensors hold ``x @ w`` maps, hence the transposes."""
+    e, d, h = module.w1.shape
+    kw = {"dtype": module.w1.dtype, "device": module.w1.device}
+    module.router.copy_(zero_matrix(e, d, scale, **kw))
+    module.w1.copy_(zero_matrix(h, d, scale, **kw).T.expand(e, d, h))
+    module.w2.zero_()
+    module.b1.zero_()
+    module.b2.zero_()
+
+
 # ------------------------------------------------------------------ blocks
 
 
@@ -124,6 +140,14 @@ class Block(nn.Module):
             self.ffn = nn.Sequential(nn.Linear(embed_dim, mlp_dim), nn.GELU(),
                                      nn.Linear(mlp_dim, embed_dim))
         self.dropout = nn.Dropout(dropout)
+
+    @property
+    def branch_last(self) -> tuple[nn.Module, ...]:
+        """The last layer of each residual branch (ZerO starts them at zero). A mixture of
+        experts zeroes its own last layer in its ZerO rule."""
+        if isinstance(self.ffn, MoEFeedForward):
+            return (self.attn.out_proj,)
+        return (self.attn.out_proj, self.ffn[-1])
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         x = x + self.dropout(self.attn(self.norm1(x), key_padding_mask=key_padding_mask))
@@ -270,6 +294,11 @@ class TransformerClassifier(nn.Module):
         self.head = nn.Linear(self.encoder.embed_dim, num_classes)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The final classifier (ZerO starts it at zero)."""
+        return self.head
 
     def forward(self, tokens: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         h, mask = self.encoder(tokens, key_padding_mask)

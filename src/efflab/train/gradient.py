@@ -20,6 +20,7 @@ running statistics are updated once per micro-batch, and not by the perturbed pa
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -39,8 +40,11 @@ def _chunks(n: int, size: int | None) -> list[tuple[int, int]]:
 
 
 def _autocast(device: torch.device, amp: bool):
-    # bf16 autocast only where it pays and is supported; on CPU the flag is ignored
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+    # bf16 autocast only where it pays and is supported; on CPU the flag is ignored (and no
+    # context is entered at all, which keeps the per-micro-batch overhead down)
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _upcast(loss: torch.Tensor) -> torch.Tensor:
@@ -113,11 +117,12 @@ def accumulate_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     if n == 0:
         return loss_sum
     if grad_reg == 0.0:
+        sums = []
         for a, b in _chunks(n, micro_batch_size):
             xb = x[a:b] if augment is None else augment(x[a:b], generator)
-            mean = _micro_backward(model, xb, y[a:b], loss_fn, (b - a) / denominator, amp)
-            loss_sum += mean * (b - a)
-        return loss_sum
+            sums.append(_micro_backward(model, xb, y[a:b], loss_fn, (b - a) / denominator, amp)
+                        * (b - a))
+        return torch.stack(sums).double().sum()
     if grad_reg_method not in ("finite-difference", "double-backprop"):
         raise ValueError("grad_reg_method must be 'finite-difference' or 'double-backprop', "
                          f"got {grad_reg_method!r}")
@@ -201,7 +206,10 @@ def full_batch_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     a, b = shard_bounds(n, rank, world)
     params = _params(model)
     for p in params:
-        p.grad = torch.zeros_like(p)
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        else:
+            p.grad.zero_()
     loss_sum = accumulate_gradient(model, x[a:b], y[a:b], denominator=n, loss_fn=loss_fn,
                                    micro_batch_size=micro_batch_size, **kwargs)
     grads = [p.grad for p in params]

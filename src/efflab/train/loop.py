@@ -227,7 +227,10 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, eval_data: Data | None
         if aug_gen is not None:
             aug_gen.manual_seed(_mix(cfg.seed, 2, step, rank))
         for p in params:  # zeros, not None: every rank all-reduces the same buffers
-            p.grad = torch.zeros_like(p)
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            else:
+                p.grad.zero_()
         loss_sum = accumulate_gradient(
             model, xs, ys, denominator=m, loss_fn=loss_fn,
             micro_batch_size=cfg.micro_batch_size, grad_reg=cfg.grad_reg,
