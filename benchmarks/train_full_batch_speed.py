@@ -169,7 +169,8 @@ def plot(result: dict, path: Path) -> None:
     axes[0].axvline(0.95, color="tab:red", ls="--", label="target 0.95")
     axes[0].axvline(1.0, color="gray", lw=0.8)
     axes[0].set_xlabel("throughput: full_batch_gradient / bare loop (median, quartiles)")
-    axes[0].legend(loc="lower right", fontsize=8)
+    axes[0].set_xlim(0, 1.5)
+    axes[0].legend(loc="upper right", fontsize=8)
     mem = result.get("memory", [])
     if mem:
         axes[1].loglog([r["micro_batch"] for r in mem], [r["peak_rss_growth_mib"] for r in mem],

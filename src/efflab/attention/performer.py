@@ -208,6 +208,10 @@ def causal_linear_attention_reference(a: Tensor, b: Tensor, v: Tensor, g: Tensor
     return torch.where(tril, scores, torch.zeros_like(scores)) @ v
 
 
+#: positions per group of chunks in the causal scan (see ``_causal_scan``)
+_GROUP_POSITIONS = 1024
+
+
 def _causal_scan(a: Tensor, b: Tensor, v: Tensor, g: Tensor, chunk_size: int,
                  reverse: bool = False) -> Tensor:
     """Chunked form of :func:`causal_linear_attention_reference`.
@@ -215,10 +219,11 @@ def _causal_scan(a: Tensor, b: Tensor, v: Tensor, g: Tensor, chunk_size: int,
     Forward (g nondecreasing along seq): Y_t = sum_{j <= t} (a_t . b_j) exp(g_j - g_t) v_j.
     ``reverse`` (g nonincreasing): the same sum over j >= t, which the backward pass needs.
     Exact (chunk x chunk) products inside every chunk, all chunks in one batched product;
-    between chunks an (m x e) state S = sum_j exp(g_j - g_ref) b_j v_j^T is carried, g_ref
-    being g at the chunk boundary. Memory O(seq (m + e + chunk) + m e): never the (seq, m, e)
-    tensor of all prefix sums. Every exponent is <= 0 (the clamps only bite where padding
-    reset g, and there b_j = 0).
+    what earlier chunks contribute goes through (m x e) states S = sum_j exp(g_j - g_ref)
+    b_j v_j^T, g_ref being g at a chunk boundary. Memory O(seq (m + e + chunk) +
+    group m e) with group = 1024 / chunk chunks: never the (seq, m, e) tensor of all prefix
+    sums. Every exponent is <= 0 (the clamps only bite where padding reset g, and there
+    b_j = 0).
     """
     lead, (n, m), e = a.shape[:-2], a.shape[-2:], v.shape[-1]
     batch = math.prod(lead)
@@ -241,17 +246,35 @@ def _causal_scan(a: Tensor, b: Tensor, v: Tensor, g: Tensor, chunk_size: int,
     # exp(g_j - ref) folds position j into the state (on v: e <= m columns to scale), and
     # exp(ref_prev - g_t) brings the state of the chunks already done to position t.
     v_fold = vr * torch.exp((gr - ref[..., None]).clamp(max=0))[..., None]
-    ref_prev = torch.roll(ref, 1 if not reverse else -1, dims=1)
+    ref_prev = torch.roll(ref, 1 if not reverse else -1, dims=1)  # the chunk scanned before
     carry = torch.exp((ref_prev[..., None] - gr).clamp(max=0))[..., None]
-    step = torch.exp((ref_prev - ref).clamp(max=0))[..., None, None]
+    # Chunks are taken in groups: inside a group the states entering each chunk come from one
+    # (group x group) mixing of the chunk summaries U_i = B_i^T (fold * V_i), which keeps the
+    # number of tensor ops at O(seq / (group chunk)) instead of O(seq / chunk); between groups
+    # one (m x e) state C is carried.
+    group = max(1, _GROUP_POSITIONS // c)
+    before = torch.ones(group, group, dtype=torch.bool, device=a.device)
+    before = before.triu(1) if reverse else before.tril(-1)  # [i, i']: i' scanned before i
     state = v.new_zeros(batch, m, e)
-    prev = None
-    for i in (range(chunks - 1, -1, -1) if reverse else range(chunks)):
-        if prev is not None:
-            out[:, i].addcmul_(ar[:, i] @ state, carry[:, i])
-            state.mul_(step[:, i])
-        state.baddbmm_(br[:, i].transpose(1, 2), v_fold[:, i])
-        prev = i
+    state_ref = ref[:, -1 if reverse else 0]
+    starts = range(0, chunks, group)
+    for s in (reversed(starts) if reverse else starts):
+        t = min(s + group, chunks)
+        k = t - s
+        summaries = br[:, s:t].transpose(-1, -2) @ v_fold[:, s:t]  # (batch, k, m, e)
+        r, r_prev = ref[:, s:t], ref_prev[:, s:t]
+        mix = torch.exp((r[:, None, :] - r_prev[:, :, None]).clamp(max=0))
+        mix = mix.masked_fill_(~before[:k, :k], 0.0)
+        entering = (mix @ summaries.view(batch, k, m * e)).view(batch, k, m, e)
+        entering += (torch.exp((state_ref[:, None] - r_prev).clamp(max=0))[..., None, None]
+                     * state[:, None])
+        out[:, s:t] += (ar[:, s:t] @ entering) * carry[:, s:t]
+        last = s if reverse else t - 1
+        r_last = ref[:, last]
+        fold = torch.exp((r - r_last[:, None]).clamp(max=0))
+        state = (state * torch.exp((state_ref - r_last).clamp(max=0))[:, None, None]
+                 + (fold[..., None] * summaries.view(batch, k, m * e)).sum(1).view(batch, m, e))
+        state_ref = r_last
     return out.view(batch, chunks * c, e)[:, :n].reshape(*lead, n, e)
 
 

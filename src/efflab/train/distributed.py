@@ -25,13 +25,17 @@ def rank_and_world() -> tuple[int, int]:
 
 def init_distributed(device: str | torch.device = "cpu") -> tuple[int, int]:
     """Join the process group that ``torchrun`` describes in the environment (gloo on CPU,
-    nccl on CUDA). Without ``torchrun`` (no ``WORLD_SIZE``) do nothing and return ``(0, 1)``.
+    nccl on CUDA, where each process takes GPU ``LOCAL_RANK``). Without ``torchrun`` (no
+    ``WORLD_SIZE``) do nothing and return ``(0, 1)``.
     """
     if dist.is_initialized():
         return rank_and_world()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
     backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+    if backend == "nccl":
+        # one GPU per process: "cuda" then means this rank's GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     return rank_and_world()
 
