@@ -1,5 +1,7 @@
 """Min-norm least squares and the Belkin-Hsu-Xu closed form, against references and simulation."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -95,6 +97,7 @@ def test_bhx_tends_to_the_asymptotic_formula():
                                               rel=2e-3)
 
 
+@functools.lru_cache(maxsize=4)  # one simulation serves several tests
 def _simulate(n=20, d=64, sigma=0.5, trials=3000, seed=0):
     beta = torch.full((d,), d**-0.5, dtype=torch.float64)
     ps = [3, 8, 14, 28, 40, 64]
