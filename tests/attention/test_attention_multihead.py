@@ -79,6 +79,8 @@ def test_bad_input():
         MultiheadAttention(8, 2, "performer", num_feature=4)
     with pytest.raises(ValueError, match="only apply when attention is given by name"):
         MultiheadAttention(8, 2, SoftmaxAttention(), causal=True)
+    with pytest.raises(ValueError, match=r"\['head_dim'\] are set by MultiheadAttention"):
+        MultiheadAttention(8, 2, "performer", head_dim=4)
     with pytest.raises(ValueError, match="performer' needs head_dim"):
         build_attention("performer")
     mha = MultiheadAttention(8, 2)

@@ -141,8 +141,17 @@ def test_favor_matches_reference(kind, causal):
         torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
 
 
+@pytest.fixture(params=[1024, 6], ids=["one-group", "groups-of-few-chunks"])
+def group_positions(request, monkeypatch):
+    """The scan mixes chunks in groups of 1024 positions; also test many small groups."""
+    from efflab.attention import performer
+
+    monkeypatch.setattr(performer, "_GROUP_POSITIONS", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 5, 13, 20])
-def test_chunked_scan_matches_naive(chunk):
+def test_chunked_scan_matches_naive(chunk, group_positions):
     g = _gen(chunk)
     a = torch.randn(2, 13, 6, generator=g, dtype=F64)
     b = torch.rand(2, 13, 6, generator=g, dtype=F64)
@@ -152,7 +161,7 @@ def test_chunked_scan_matches_naive(chunk):
                                causal_linear_attention_reference(a, b, v, s))
 
 
-def test_chunked_scan_gradcheck():
+def test_chunked_scan_gradcheck(group_positions):
     g = _gen(5)
     a, b, v = (torch.randn(1, 10, 4, generator=g, dtype=F64).requires_grad_() for _ in range(3))
     s = torch.cummax(torch.randn(1, 10, generator=g, dtype=F64), -1).values
@@ -161,7 +170,7 @@ def test_chunked_scan_gradcheck():
 
 
 @pytest.mark.parametrize("kind", FEATURE_MAPS)
-def test_gradcheck_favor(kind):
+def test_gradcheck_favor(kind, group_positions):
     q, k, v = (x.requires_grad_() for x in _qkv(b=1, h=1, n=7, d=3, seed=4))
     w = _w(5, 3)
     mask = torch.tensor([[True, False, False, False, False, True, False]])
@@ -175,10 +184,10 @@ def test_gradcheck_favor(kind):
 
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
 @pytest.mark.parametrize("kind", FEATURE_MAPS)
-def test_causal_outputs_ignore_the_future_bit_for_bit(dtype, kind):
+def test_causal_outputs_ignore_the_future_bit_for_bit(dtype, kind, group_positions):
     q, k, v = _qkv(n=20, d=4, seed=6, dtype=dtype)
     w = _w().to(dtype)
-    attn = lambda q, k, v: favor_attention(q, k, v, w, None, True, kind, chunk_size=8)  # noqa: E731
+    attn = lambda q, k, v: favor_attention(q, k, v, w, None, True, kind, chunk_size=3)  # noqa: E731
     base = attn(q, k, v)
     for t in (0, 5, 7, 8, 13):
         q2, k2, v2 = q.clone(), k.clone(), v.clone()

@@ -85,6 +85,10 @@ class MultiheadAttention(nn.Module):
                                  "attention is given by name, not as a module")
             self.attention = attention
         elif isinstance(attention, str):
+            fixed = sorted({"head_dim", "num_heads"} & set(attention_options))
+            if fixed:
+                raise ValueError(f"attention option(s) {fixed} are set by MultiheadAttention "
+                                 f"from embed_dim and num_heads; leave them out")
             self.attention = build_attention(attention, head_dim=self.head_dim,
                                              num_heads=num_heads, **attention_options)
         else:

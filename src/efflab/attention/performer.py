@@ -1,10 +1,11 @@
 """Performer / FAVOR+ attention (Choromanski et al. 2020, arXiv 2009.14794).
 
-Implements: the random feature maps of Sec. 2.3 (positive softmax features, Lemma 1; the
-hyperbolic variant; trigonometric features, Eq. 5, kept for the comparison of Fig. 4;
-generalized attention with ReLU, Sec. 2.2), orthogonal random features (Sec. 2.4),
-bidirectional FAVOR+ (Sec. 2.1, Eq. 4) and unidirectional (causal) FAVOR+ by prefix sums
-(Sec. 2.1, Fig. 1 right) computed in chunks, plus the recurrent one-token form for decoding.
+Implements the FAVOR+ mechanism of the paper's Sec. 2: the random feature maps (positive
+softmax features of Lemma 1 and their hyperbolic variant; trigonometric features, kept for
+the comparison of the approximation figure; generalized attention with ReLU), orthogonal
+random features, bidirectional FAVOR+ and unidirectional (causal) FAVOR+ by prefix sums,
+computed here in chunks, plus the recurrent one-token form for decoding. (Section numbers
+follow arXiv v4 as recalled, unverified here; the names are the paper's.)
 
 How the numbers stay finite. Every feature map is written as ``phi(x) = f(x) * exp(s(x))`` with
 ``f`` bounded and ``s`` a per-position log-scale (for the exp-based maps ``s`` is the largest
@@ -265,15 +266,15 @@ def _causal_scan(a: Tensor, b: Tensor, v: Tensor, g: Tensor, chunk_size: int,
         r, r_prev = ref[:, s:t], ref_prev[:, s:t]
         mix = torch.exp((r[:, None, :] - r_prev[:, :, None]).clamp(max=0))
         mix = mix.masked_fill_(~before[:k, :k], 0.0)
-        entering = (mix @ summaries.view(batch, k, m * e)).view(batch, k, m, e)
-        entering += (torch.exp((state_ref[:, None] - r_prev).clamp(max=0))[..., None, None]
-                     * state[:, None])
-        out[:, s:t] += (ar[:, s:t] @ entering) * carry[:, s:t]
-        last = s if reverse else t - 1
-        r_last = ref[:, last]
+        flat = summaries.view(batch, k, m * e)
+        entering = (mix @ flat).view(batch, k, m, e)
+        entering.addcmul_(torch.exp((state_ref[:, None] - r_prev).clamp(max=0))[..., None, None],
+                          state[:, None])
+        out[:, s:t].addcmul_(ar[:, s:t] @ entering, carry[:, s:t])
+        r_last = ref[:, s if reverse else t - 1]
         fold = torch.exp((r - r_last[:, None]).clamp(max=0))
-        state = (state * torch.exp((state_ref - r_last).clamp(max=0))[:, None, None]
-                 + (fold[..., None] * summaries.view(batch, k, m * e)).sum(1).view(batch, m, e))
+        state = (fold[:, None, :] @ flat).view(batch, m, e).addcmul_(
+            state, torch.exp((state_ref - r_last).clamp(max=0))[:, None, None])
         state_ref = r_last
     return out.view(batch, chunks * c, e)[:, :n].reshape(*lead, n, e)
 

@@ -130,7 +130,7 @@ class BenignOverfittingConfig(ExperimentConfig):
 
     @classmethod
     def full(cls) -> BenignOverfittingConfig:
-        return cls(n=200, strong=8, grid_points=15, trials=200, tolerance=0.05)
+        return cls(n=200, strong=8, grid_points=15, trials=100, tolerance=0.05)
 
     def validate(self) -> None:
         if self.n < 10:
