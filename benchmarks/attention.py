@@ -15,7 +15,15 @@ of the peak resident set of a fresh process over the step (``/proc/self/clear_re
 come from the optional extra ``efflab[peers]``; a peer that cannot be imported is recorded as
 missing. Writes ``attention_cpu.json`` and ``attention_cpu.png`` into ``--out``.
 
-    python benchmarks/attention.py --out benchmarks/results/attention_cpu --threads 2
+    python benchmarks/attention.py --out benchmarks/results/attention_cpu_t1 --threads 1
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/attention.py --threads 2 \
+        --out benchmarks/results/attention_cpu_t2_passive
+
+On a CPU shared with other jobs, OpenMP's default (active) wait policy lets idle worker
+threads spin and take the core the main thread needs between parallel regions; code made of
+many tensor ops (FAVOR+'s chunked scan, performer-pytorch) then slows down several times
+while one big op (SDPA) barely notices. ``OMP_WAIT_POLICY=PASSIVE`` (recorded in the JSON)
+removes that artifact for every mechanism alike.
 """
 
 from __future__ import annotations
@@ -165,7 +173,8 @@ def machine() -> dict:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
             "python": platform.python_version(), "threads": torch.get_num_threads(),
-            "load_avg_at_start": os.getloadavg()}
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default: active)"),
+            "load_avg_at_end": os.getloadavg()}
 
 
 def _targets(results: dict) -> list[dict]:
