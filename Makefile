@@ -23,7 +23,7 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

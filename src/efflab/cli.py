@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import torch
+
 from efflab import __version__
 from efflab import experiments as registry
 from efflab.experiments.base import PROFILES, ConfigError
@@ -57,6 +59,10 @@ def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
                    help="replace finished results already in --out")
     p.add_argument("--jobs", type=int, default=1,
                    help="worker processes for experiments that run sweeps (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the quick profiles' small tensors run "
+                        "fastest on one thread, and a second thread on a busy machine can make "
+                        "them ten times slower; the count is recorded in results.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -147,9 +153,12 @@ def _prepare(args: argparse.Namespace, names: list[str], overrides: list[str],
     """Validate everything (names, config, device, output folder) before any work."""
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     planned = [plan(n, args.profile, overrides, seed) for n in names]
     device = resolve_device(args.device)
     out = check_output_dir(args.out)
+    torch.set_num_threads(args.threads)
     return planned, out, device
 
 
