@@ -49,6 +49,18 @@ def test_min_norm_batched_equals_loop():
         torch.testing.assert_close(b[i], min_norm_least_squares_reference(x[i], y[i]))
 
 
+@pytest.mark.parametrize("n,p", [(12, 5), (6, 20)])
+def test_several_outputs_share_one_solve(n, p):
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, n, p, generator=g, dtype=torch.float64)
+    y = torch.randn(3, n, 4, generator=g, dtype=torch.float64)
+    for ridge in (0.0, 0.1):
+        b = min_norm_least_squares(x, y, ridge=ridge)
+        assert b.shape == (3, p, 4)
+        for j in range(4):
+            torch.testing.assert_close(b[..., j], min_norm_least_squares(x, y[..., j], ridge=ridge))
+
+
 def test_ridge_matches_regularized_normal_equations():
     g = torch.Generator().manual_seed(3)
     n, p, lam = 15, 40, 0.3

@@ -29,7 +29,7 @@ __all__ = [
 
 _REGISTRY: dict[str, type[Experiment]] = {}
 _BROKEN: dict[str, str] = {}
-_NOT_EXPERIMENTS = {"base", "runner"}
+_NOT_EXPERIMENTS = {"base", "runner", "plotting", "sweep"}
 _discovered = False
 
 

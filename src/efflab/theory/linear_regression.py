@@ -26,7 +26,8 @@ def min_norm_least_squares(x: torch.Tensor, y: torch.Tensor, ridge: float = 0.0,
                            rcond: float | None = None) -> torch.Tensor:
     """The minimum-norm least-squares solution (or the ridge solution), through the SVD.
 
-    x: (..., n, p), y: (..., n) -> (..., p). Batched over leading axes.
+    x: (..., n, p), y: (..., n) -> (..., p), or y: (..., n, k) -> (..., p, k) for k outputs
+    sharing one factorization. Batched over leading axes.
 
     ``ridge = 0``: the pseudo-inverse solution ``pinv(x) y``: the least-squares fit when
     p < n, the interpolator of smallest norm when p > n. Singular values below
@@ -37,9 +38,10 @@ def min_norm_least_squares(x: torch.Tensor, y: torch.Tensor, ridge: float = 0.0,
     """
     if x.dim() < 2:
         raise ValueError(f"x must have shape (..., n, p), got {tuple(x.shape)}")
-    if y.shape != x.shape[:-1]:
-        raise ValueError(f"y must have shape {tuple(x.shape[:-1])} (x without its last axis), "
-                         f"got {tuple(y.shape)}")
+    multi = y.dim() == x.dim() and y.shape[:-1] == x.shape[:-1]
+    if y.shape != x.shape[:-1] and not multi:
+        raise ValueError(f"y must have shape {tuple(x.shape[:-1])} (x without its last axis) "
+                         f"or {(*x.shape[:-1], 'k')}, got {tuple(y.shape)}")
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
     n, p = x.shape[-2], x.shape[-1]
@@ -51,8 +53,9 @@ def min_norm_least_squares(x: torch.Tensor, y: torch.Tensor, ridge: float = 0.0,
         cutoff = eps * max(n, p) * s.amax(dim=-1, keepdim=True)
         inv = torch.where(s > cutoff, 1.0 / s.clamp_min(torch.finfo(x.dtype).tiny),
                           torch.zeros_like(s))
-    uty = (u.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1)
-    return (vh.transpose(-1, -2) @ (inv * uty).unsqueeze(-1)).squeeze(-1)
+    rhs = y if multi else y.unsqueeze(-1)
+    coef = vh.transpose(-1, -2) @ (inv.unsqueeze(-1) * (u.transpose(-1, -2) @ rhs))
+    return coef if multi else coef.squeeze(-1)
 
 
 def min_norm_least_squares_reference(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

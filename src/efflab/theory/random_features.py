@@ -112,12 +112,7 @@ def fit_second_layer(features: torch.Tensor, y: torch.Tensor, ridge: float = 0.0
     if y.shape == lead:
         return min_norm_least_squares(features, y, ridge=ridge)
     if y.dim() == features.dim() and y.shape[:-1] == lead:
-        k = y.shape[-1]
-        # The shared solver takes one right-hand side per matrix: put the k outputs on a batch
-        # axis in front (a view, no copy). This repeats the SVD k times; see the report.
-        feats = features.unsqueeze(0).expand(k, *features.shape)
-        coef = min_norm_least_squares(feats, y.movedim(-1, 0), ridge=ridge)
-        return coef.movedim(0, -1)
+        return min_norm_least_squares(features, y, ridge=ridge)  # one SVD for all k outputs
     raise ValueError(f"y must have shape {tuple(lead)} or {(*lead, 'k')} to match features "
                      f"{tuple(features.shape)}, got {tuple(y.shape)}")
 
