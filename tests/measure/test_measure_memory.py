@@ -14,8 +14,10 @@ def test_training_step_holds_gradients_the_size_of_the_weights():
     train = cpu_peak_growth(layer, (x,), "train_step")
     infer = cpu_peak_growth(layer, (x,), "inference")
     assert train.bytes is not None and infer.bytes is not None, (train, infer)
-    assert train.bytes >= weight_bytes
-    assert infer.bytes < weight_bytes / 2  # inference allocates no gradient
+    # the step's gradients, the size of the weights (RSS counts whole pages, and malloc may
+    # reuse a little freed memory: within 10% below, and no more than half again above)
+    assert 0.9 * weight_bytes <= train.bytes <= 1.5 * weight_bytes
+    assert infer.bytes < weight_bytes / 10  # inference allocates no gradient
     assert "fresh process" in train.method
 
 
