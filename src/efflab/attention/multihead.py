@@ -102,7 +102,10 @@ class MultiheadAttention(nn.Module):
                              f"got {shape}")
         b, n, _ = x.shape
         qkv = self.in_proj(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]
+        # unbind, not qkv[0], qkv[1], qkv[2]: its backward writes one gradient buffer where
+        # three selects would each zero-fill a buffer of the whole projection
+        q, k, v = qkv.unbind(0)
+        return q, k, v
 
     def _merge(self, out: Tensor) -> Tensor:
         b, _, n, _ = out.shape
