@@ -19,7 +19,6 @@ install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/efflab reproduce --profile $(PROFILE) --out $(OUT) --force
-	@echo "Report: $(abspath $(OUT))/index.html"
 
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
