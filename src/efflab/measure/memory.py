@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import atexit
+import ctypes
 import gc
 import io
 import os
@@ -77,6 +78,15 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _release_free_heap() -> None:
+    """glibc's ``malloc_trim(0)``: return every free heap page to the kernel (no-op where the
+    C library has no such call)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _probe(payload: bytes, kind: str, threads: int, runs: int) -> dict[str, Any]:
     """Inside the fresh child: load, reset the peak mark, run the step, report the growth."""
     torch.set_num_threads(threads)
@@ -85,10 +95,12 @@ def _probe(payload: bytes, kind: str, threads: int, runs: int) -> dict[str, Any]
     step = make_step(kind, model, inputs, loss_fn)
     # One warm-up step first: the first call pages in kernel code and sets up library pools,
     # one-time costs that depend on the install (measured: 4 MiB in one virtual environment,
-    # 18 MiB in another with the same packages), not on the model. The step frees its
-    # gradients at its end, so the measured steps allocate them again and are counted.
+    # 18 MiB in another with the same packages), not on the model. Then hand the memory the
+    # warm-up freed (activations, gradients) back to the kernel, or the measured steps would
+    # reuse those resident pages and show no growth.
     step()
     gc.collect()
+    _release_free_heap()
     reset = _reset_peak_rss()
     before = _status_kib("VmRSS")
     for _ in range(runs):
