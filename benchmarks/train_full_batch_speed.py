@@ -114,7 +114,7 @@ def speed(repeats: int, device: str) -> list[dict]:
 
 
 _MEMORY_CHILD = """
-import sys, torch
+import ctypes, gc, sys, torch
 torch.set_num_threads(1)
 from efflab.models import create_model
 from efflab.train import full_batch_gradient
@@ -128,6 +128,12 @@ n, micro = int(sys.argv[1]), int(sys.argv[2])
 g = torch.Generator().manual_seed(0)
 x = torch.randn(n, 40, generator=g); y = torch.randint(0, 10, (n,), generator=g)
 torch.manual_seed(0); model = create_model("mlp", width=1024, depth=2)
+# warm-up: first-call costs (kernel code paged in, library pools) are not the micro-batch's;
+# then free the warm-up's gradients and hand freed heap pages back, so they are re-counted
+full_batch_gradient(model, x, y, micro_batch_size=micro)
+model.zero_grad(set_to_none=True)
+gc.collect()
+ctypes.CDLL(None).malloc_trim(0)
 before = status("VmRSS:")
 with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
     f.write("5")
