@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
@@ -205,7 +205,6 @@ class RunContext:
     outdir: Path
     profile: str = "quick"
     jobs: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def progress(self, iterable, desc: str = "", total: int | None = None):
         from efflab.progress import progress

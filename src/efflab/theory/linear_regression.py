@@ -16,8 +16,6 @@ act as extra noise of variance |beta_Tc|^2, which is why they enter next to sigm
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -145,7 +143,3 @@ def grid_ps(d: int, n: int, points: int) -> list[int]:
     ps |= {q for q in range(n - 2, n + 3) if 1 <= q <= d}
     return sorted(ps)
 
-
-def _check_finite(name: str, value: float) -> None:
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
