@@ -14,8 +14,8 @@ from efflab.experiments.base import (
     ExperimentConfig,
     Table,
     combine_verdicts,
-    verdict_within,
 )
+from efflab.experiments.verdicts import within
 from efflab.io import atomic_write_json, atomic_write_text
 from efflab.models import create_model
 
@@ -92,9 +92,9 @@ def test_verdicts_combine_and_validate():
     assert combine_verdicts([]) == n
     with pytest.raises(ValueError, match="verdict must be one of"):
         mk("sort of")
-    assert verdict_within(1.04, 1.0, 0.05) == r
-    assert verdict_within(1.08, 1.0, 0.05, partly_tol=0.1) == p
-    assert verdict_within(1.2, 1.0, 0.05, partly_tol=0.1) == n
+    assert within(1.04, 1.0, rel_tol=0.05) == r
+    assert within(1.08, 1.0, rel_tol=0.05, partly_rel_tol=0.1) == p
+    assert within(1.2, 1.0, rel_tol=0.05, partly_rel_tol=0.1) == n
 
 
 def test_table_rows_must_match_columns():

@@ -7,7 +7,7 @@ import efflab
 
 SRC = Path(efflab.__file__).resolve().parent
 LAYER = {
-    "io": 0, "progress": 0,
+    "io": 0, "progress": 0, "seeding": 0,
     "attention": 1, "init": 1, "theory": 1,
     "models": 2,
     "data": 3, "train": 3, "measure": 3,

@@ -6,7 +6,7 @@ import json
 import torch
 
 from efflab.experiments import RunContext, get
-from efflab.experiments.attention_linformer_spectrum import (
+from efflab.experiments.suite.attention_linformer_spectrum import (
     attention_matrices,
     cumulative_spectrum,
     retrieval_batch,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from efflab.experiments import RunContext, get
-from efflab.experiments.zero_vs_random import determinism_check, distinct_features
+from efflab.experiments.suite.zero_vs_random import determinism_check, distinct_features
 from efflab.init import zero_init_
 from efflab.models import create_model
 from efflab.models.mlp import zero_relu

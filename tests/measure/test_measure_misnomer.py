@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from efflab.experiments import RunContext, get
-from efflab.experiments.efficiency_misnomer import (
+from efflab.experiments.suite.efficiency_misnomer import (
     EfficiencyMisnomerConfig,
     kendall_matrix,
     ranking_flips,

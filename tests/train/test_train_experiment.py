@@ -65,7 +65,7 @@ def test_cifar10_path_with_augmentation(tmp_path):
     import numpy as np
 
     from efflab.data.cifar10 import TEST_FILE, TRAIN_FILES
-    from efflab.experiments.full_batch_vs_sgd import run_row
+    from efflab.experiments.suite.full_batch_vs_sgd import run_row
 
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()

@@ -1,14 +1,20 @@
-"""Registered experiments: one module each in this package, found by name.
+"""The experiment framework and its registry: experiments found by name.
 
-Modules are discovered automatically: adding ``efflab/experiments/my_claim.py`` with a class
-decorated by :func:`register` is all it takes for ``efflab list`` and ``efflab reproduce``
-to see it. A module that fails to import is reported (``broken()``), never silently dropped.
+The framework (contract ``base``, verdict rules ``verdicts``, field constraints ``checks``,
+``runner``, ``sweep``, ``plotting``) lives in this package; the experiments themselves live in
+the subpackage ``efflab.experiments.suite``, one module each, and are discovered
+automatically: adding ``efflab/experiments/suite/my_claim.py`` with a class decorated by
+:func:`register` is all it takes for ``efflab list`` and ``efflab reproduce`` to see it.
+Experiments of other packages register through the entry point group ``efflab.experiments``
+(each entry point names a module to import). A module that fails to import is reported
+(``broken()``), never silently dropped.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 import pkgutil
 import traceback
 
@@ -29,8 +35,8 @@ __all__ = [
 
 _REGISTRY: dict[str, type[Experiment]] = {}
 _BROKEN: dict[str, str] = {}
-_NOT_EXPERIMENTS = {"base", "runner", "plotting", "sweep"}
 _discovered = False
+ENTRY_POINT_GROUP = "efflab.experiments"
 
 
 class UnknownExperiment(KeyError):
@@ -63,13 +69,17 @@ def _discover() -> None:
     if _discovered:
         return
     _discovered = True
-    for info in pkgutil.iter_modules(__path__):
-        if info.name in _NOT_EXPERIMENTS or info.name.startswith("_"):
-            continue
+    from efflab.experiments import suite
+
+    modules = [f"{suite.__name__}.{info.name}" for info in pkgutil.iter_modules(suite.__path__)
+               if not info.name.startswith("_")]
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        modules.append(ep.value.split(":")[0])
+    for module in modules:
         try:
-            importlib.import_module(f"{__name__}.{info.name}")
+            importlib.import_module(module)
         except Exception:  # noqa: BLE001 - a broken module must not hide the others
-            _BROKEN[info.name] = traceback.format_exc()
+            _BROKEN[module.removeprefix(f"{suite.__name__}.")] = traceback.format_exc()
 
 
 def names() -> list[str]:

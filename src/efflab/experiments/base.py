@@ -1,6 +1,6 @@
 """The experiment contract: the seam every reproduction plugs into.
 
-One experiment is one module under ``efflab/experiments/`` holding
+One experiment is one module under ``efflab/experiments/suite/`` holding
 
 * a config dataclass (subclass of :class:`ExperimentConfig`) with ``quick()`` and ``full()``
   profiles,
@@ -9,11 +9,19 @@ One experiment is one module under ``efflab/experiments/`` holding
   ``figures(...)`` writes PNGs, ``tables(...)`` returns :class:`Table` rows for the report, and
   ``claims(...)`` turns the results into :class:`Claim` verdicts: the paper's number, ours,
   and the tolerance that decides.
+
+Claims come in three kinds (``Claim.kind``): ``reproduction`` (a paper's claim, checked against
+data we generated: only these decide the experiment's verdict), ``property`` (a check of our own
+code or of an identity, which can only fail through a bug: a failed property makes the
+experiment ``failed``) and ``measurement`` (a timing or memory figure, shown, never deciding).
+Verdict rules live in :mod:`efflab.experiments.verdicts`; field constraints in
+:mod:`efflab.experiments.checks`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -22,8 +30,15 @@ from typing import Any, ClassVar, Literal, get_args, get_origin
 
 import torch
 
-VERDICTS = ("reproduced", "partly", "not reproduced")
-Verdict = Literal["reproduced", "partly", "not reproduced"]
+from efflab.experiments.checks import Check, at_least, param
+from efflab.seeding import SEED_MAX
+
+#: verdicts of one claim
+VERDICTS = ("reproduced", "partly", "inconclusive", "not reproduced")
+Verdict = Literal["reproduced", "partly", "inconclusive", "not reproduced"]
+#: verdicts of a whole experiment: ``failed`` = it raised, or one of its properties failed
+EXPERIMENT_VERDICTS = ("reproduced", "partly", "inconclusive", "not reproduced", "failed")
+CLAIM_KINDS = ("reproduction", "property", "measurement")
 PROFILES = ("quick", "full")
 
 
@@ -40,10 +55,20 @@ class Claim:
     ours: str
     tolerance: str
     verdict: Verdict
+    #: "reproduction" | "property" | "measurement" (see the module docstring)
+    kind: str = "reproduction"
+    #: the estimate behind ``ours`` when it has one (Estimate.to_dict(): value, lo, hi, n, ...)
+    interval: dict[str, Any] | None = None
+    #: for ``inconclusive``: what would settle it (more seeds, the full profile, ...)
+    settle: str = ""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.kind not in CLAIM_KINDS:
+            raise ValueError(f"kind must be one of {CLAIM_KINDS}, got {self.kind!r}")
+        if self.verdict == "inconclusive" and not self.settle:
+            self.settle = "more seeds or repeats, or the full profile"
 
 
 @dataclass
@@ -64,35 +89,68 @@ class Table:
                 )
 
 
-def combine_verdicts(claims: list[Claim]) -> Verdict:
-    """All claims reproduced -> reproduced; none -> not reproduced; otherwise partly."""
-    if not claims:
+def combine_verdicts(claims: list[Claim]) -> str:
+    """The experiment's verdict from its claims.
+
+    A failed property (a bug) -> ``failed``. Otherwise only reproductions count: all reproduced
+    -> ``reproduced``; all not reproduced -> ``not reproduced``; reproduced and inconclusive
+    only -> ``inconclusive``; any other mix -> ``partly``; no reproduction -> ``not reproduced``.
+    """
+    if any(c.kind == "property" and c.verdict != "reproduced" for c in claims):
+        return "failed"
+    verdicts = {c.verdict for c in claims if c.kind == "reproduction"}
+    if not verdicts:
         return "not reproduced"
-    verdicts = {c.verdict for c in claims}
     if verdicts == {"reproduced"}:
         return "reproduced"
     if verdicts == {"not reproduced"}:
         return "not reproduced"
+    if verdicts == {"inconclusive"} or verdicts == {"reproduced", "inconclusive"}:
+        return "inconclusive"
     return "partly"
-
-
-def verdict_within(value: float, target: float, rel_tol: float, partly_tol: float | None = None
-                   ) -> Verdict:
-    """``reproduced`` when ``|value - target| <= rel_tol * |target|``; ``partly`` within the
-    looser ``partly_tol`` (if given); else ``not reproduced``."""
-    err = abs(value - target)
-    if err <= rel_tol * abs(target):
-        return "reproduced"
-    if partly_tol is not None and err <= partly_tol * abs(target):
-        return "partly"
-    return "not reproduced"
 
 
 @dataclass
 class ExperimentConfig:
-    """Base of every experiment config. Subclasses add fields and override the profiles."""
+    """Base of every experiment config. Subclasses add fields (declared with
+    :func:`~efflab.experiments.checks.param`) and override the profiles.
 
-    seed: int = 0
+    ``ordered_fields``: pairs ``(a, b)`` of field names that must satisfy ``a <= b``.
+    """
+
+    seed: int = param(0, "random seed; every random stream is derived from it",
+                      check=at_least(0) & Check(lambda v: v <= SEED_MAX, "<= 2**63 - 1"))
+    ordered_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def validate(self) -> None:
+        """Check every field's type and declared constraint, and the ordered pairs; raise
+        :class:`ConfigError` naming the field and the value. Subclasses with rules that a
+        field constraint cannot express override this and call ``super().validate()``."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            _check_type(f.name, value, hints.get(f.name))
+            check = f.metadata.get("check")
+            if check is not None and not check(value):
+                raise ConfigError(f"{f.name} must be {check.text}, got {value!r}")
+        for a, b in self.ordered_fields:
+            va, vb = getattr(self, a), getattr(self, b)
+            if not va <= vb:
+                raise ConfigError(f"{a} must be <= {b}, got {a}={va!r} and {b}={vb!r}")
+
+    @classmethod
+    def describe(cls) -> list[dict[str, str]]:
+        """One row per field: name, type, default, constraint, meaning (for --print-config)."""
+        hints = typing.get_type_hints(cls)
+        default = cls()
+        rows = []
+        for f in dataclasses.fields(cls):
+            check = f.metadata.get("check")
+            rows.append({"name": f.name, "type": _type_name(hints.get(f.name, Any)),
+                         "default": repr(getattr(default, f.name)),
+                         "constraint": check.text if check is not None else "",
+                         "help": f.metadata.get("help", "")})
+        return rows
 
     @classmethod
     def quick(cls) -> ExperimentConfig:
@@ -133,6 +191,51 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _check_type(name: str, value: Any, tp: Any) -> None:
+    """Refuse values of the wrong type given through the Python API (bool for int, str for
+    float, ...); containers are checked element by element."""
+    if tp is None:
+        return
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in args:
+            if arg is type(None) and value is None:
+                return
+            try:
+                _check_type(name, value, arg)
+                return
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{name} must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name} must be one of {list(args)}, got {value!r}")
+        return
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            raise ConfigError(f"{name} must be a {origin.__name__}, got {value!r}")
+        inner = [a for a in args if a is not Ellipsis]
+        if inner:
+            for i, item in enumerate(value):
+                _check_type(f"{name}[{i}]", item, inner[0] if len(inner) == 1 or
+                            Ellipsis in args else inner[min(i, len(inner) - 1)])
+        return
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif tp is str:
+        ok = isinstance(value, str)
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"{name} must be {_type_name(tp)}, got {type(value).__name__} "
+                          f"{value!r}")
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -182,7 +285,10 @@ def parse_value(key: str, raw: str, tp: Any) -> Any:
             raise ConfigError(f"{key}: expected int, got {raw!r}") from None
     if tp is float:
         try:
-            return float(raw)
+            value = float(raw)
+            if math.isnan(value):
+                raise ConfigError(f"{key}: expected a number, got {raw!r} (NaN)")
+            return value
         except ValueError:
             raise ConfigError(f"{key}: expected float, got {raw!r}") from None
     if tp is str:
