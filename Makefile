@@ -4,8 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
 OUT    ?= runs/demo
+# FORCE=1 reruns everything; by default finished results in $(OUT) are reused
+FORCE  ?=
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean wheel-check
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +20,14 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/efflab reproduce --profile $(PROFILE) --out $(OUT) --force
+	$(VENV)/bin/efflab reproduce --profile $(PROFILE) --out $(OUT) $(if $(FORCE),--force,)
 
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest
+
+wheel-check:
+	bash .ci/wheel-check
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
