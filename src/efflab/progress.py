@@ -31,6 +31,8 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None,
     return iter(tqdm(iterable, desc=desc, total=total, leave=leave, dynamic_ncols=True))
 
 
-def bar(total: int, desc: str = "") -> tqdm:
-    """A manual bar (``.update(n)``, ``.set_postfix(...)``), disabled when bars are off."""
-    return tqdm(total=total, desc=desc, disable=not enabled(), leave=False, dynamic_ncols=True)
+def bar(total: int, desc: str = "", show: bool | None = None) -> tqdm:
+    """A manual bar (``.update(n)``, ``.set_postfix(...)``); ``show=None`` shows it when bars
+    are enabled, ``True``/``False`` force it on or off."""
+    show = enabled() if show is None else show
+    return tqdm(total=total, desc=desc, disable=not show, leave=False, dynamic_ncols=True)

@@ -7,7 +7,9 @@ the previous checkpoint or the new one, never half of one. It is read back with
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +56,43 @@ def load_checkpoint(checkpoint_dir: str | Path, map_location: str | torch.device
 def fingerprint(config: dict[str, Any]) -> str:
     """A canonical string of the settings a resumed run must share with the one it resumes."""
     return json.dumps(config, sort_keys=True, default=str)
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """The architecture a checkpoint belongs to: the module tree (its ``repr``, which names
+    every layer and activation: ReLU swapped for Tanh changes it) and every parameter's and
+    buffer's name, shape and dtype."""
+    tensors = [f"{name}:{tuple(t.shape)}:{t.dtype}" for name, t in
+               (*model.named_parameters(), *model.named_buffers())]
+    text = repr(model) + "|" + ";".join(tensors)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def data_fingerprint(*tensors: torch.Tensor, sample: int = 1 << 16) -> str:
+    """The data a checkpoint was trained on: shapes, dtypes, the float64 sum and the bytes of
+    up to ``sample`` evenly spaced elements of each tensor (cheap for large data sets; two
+    data sets that agree on all of these are treated as the same)."""
+    h = hashlib.blake2b(digest_size=12)
+    for t in tensors:
+        flat = t.detach().reshape(-1)
+        step = max(1, flat.numel() // sample)
+        picked = flat[::step].cpu().contiguous()
+        h.update(f"{tuple(t.shape)}:{t.dtype}:{flat.double().sum().item()!r}".encode())
+        h.update(picked.view(torch.uint8).numpy().tobytes() if picked.numel() else b"")
+    return h.hexdigest()
+
+
+def check_checkpoint_dir(checkpoint_dir: str | Path) -> Path:
+    """``checkpoint_dir`` as a folder that exists or can be made and written, checked before
+    training starts (not after the first step)."""
+    path = Path(checkpoint_dir)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"checkpoint_dir {str(path)!r} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint_dir {str(path)!r} cannot be created: "
+                              f"{e.strerror or e}") from e
+    if not os.access(path, os.W_OK):
+        raise CheckpointError(f"checkpoint_dir {str(path)!r} is not writable")
+    return path

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from efflab.seeding import check_seed
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -53,8 +56,14 @@ class TrainConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     min_lr_ratio: float = 0.0
     log_grad_norm: bool = True
+    #: write scalars (loss, accuracy, lr, gradient norm, seconds per step) for TensorBoard here
+    #: (rank 0 only; needs the ``tensorboard`` extra)
+    tensorboard_dir: str | None = None
+    #: a progress bar with the loss: None = when stderr is a terminal (and not --quiet)
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
+        self._check_numbers()
         if (self.steps is None) == (self.epochs is None):
             raise ValueError(
                 f"exactly one of steps and epochs must be set, got steps={self.steps}, "
@@ -101,6 +110,37 @@ class TrainConfig:
             raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+
+    def _check_numbers(self) -> None:
+        """Types and finiteness first: NaN slips through every ``<`` comparison below."""
+        ints = ("steps", "batch_size", "micro_batch_size", "warmup_steps", "grad_reg_block",
+                "eval_every", "checkpoint_every", "eval_batch_size")
+        for name in ints:
+            v = getattr(self, name)
+            if v is None and name in ("steps", "batch_size", "micro_batch_size"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
+        floats = ("epochs", "lr", "momentum", "weight_decay", "clip_norm", "grad_reg",
+                  "grad_reg_eps", "min_lr_ratio")
+        for name in floats:
+            v = getattr(self, name)
+            if v is None and name in ("epochs", "clip_norm"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        for name in ("nesterov", "amp", "log_grad_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise ValueError(f"progress must be None or a bool, got {self.progress!r}")
+        try:
+            check_seed(self.seed)
+        except (TypeError, ValueError) as e:
+            raise ValueError(str(e)) from None
+        if len(self.adam_betas) != 2 or not all(
+                isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
 
     @property
     def full_batch(self) -> bool:

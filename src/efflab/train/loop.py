@@ -20,7 +20,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from efflab.train.checkpoint import CheckpointError, fingerprint, load_checkpoint, save_checkpoint
+from efflab.progress import bar, enabled
+from efflab.train.checkpoint import (
+    CheckpointError,
+    check_checkpoint_dir,
+    data_fingerprint,
+    fingerprint,
+    load_checkpoint,
+    model_fingerprint,
+    save_checkpoint,
+)
 from efflab.train.config import TrainConfig
 from efflab.train.distributed import (
     all_reduce_sum_,
@@ -35,7 +44,7 @@ Data = tuple[torch.Tensor, torch.Tensor]
 
 # settings that may differ between a run and the run that resumes it
 _RESUMABLE = ("eval_every", "checkpoint_dir", "checkpoint_every", "device", "eval_batch_size",
-              "log_grad_norm")
+              "log_grad_norm", "tensorboard_dir", "progress")
 
 
 @dataclass
@@ -43,13 +52,16 @@ class TrainResult:
     """``history``: one dict per optimizer step (step, lr, train_loss, grad_norm; at evaluations
     also train_acc, test_loss, test_acc). ``final``: train_loss, train_acc (and test_loss,
     test_acc with eval data) in eval mode after the last step. ``resumed_from``: the step a
-    checkpoint was resumed at (0 for a fresh run). ``wall_s``: seconds this call took."""
+    checkpoint was resumed at (0 for a fresh run). ``wall_s``: seconds this call took;
+    ``total_wall_s``: seconds of training over every call of a resumed run (saved in the
+    checkpoint, so a resume does not under-report the run's time)."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     resumed_from: int = 0
     wall_s: float = 0.0
+    total_wall_s: float = 0.0
 
 
 def _mix(*values: int) -> int:
@@ -153,7 +165,12 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, eval_data: Data | None
 
     ``augment(x_batch, generator) -> x_batch`` is drawn afresh at every step (for fixed
     augmentation, train on pre-drawn copies: :func:`efflab.data.augment.fixed_copies`).
-    ``callback(step, model)`` runs after every optimizer step (step counts from 1).
+    ``callback(step, model)`` runs after every optimizer step (step counts from 1); a dict it
+    returns is merged into that step's history record, which is checkpointed, so what a
+    callback measures (validation scores, ranks) survives a resume with the rest.
+
+    ``cfg.tensorboard_dir`` writes the history's scalars for TensorBoard (rank 0);
+    ``cfg.progress`` shows a bar with the loss (default: when stderr is a terminal).
 
     Under ``torchrun`` (a process group initialized, e.g. by
     :func:`efflab.train.distributed.init_distributed`) every rank passes the same full data
@@ -172,6 +189,8 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, eval_data: Data | None
             and cfg.micro_batch_size > cfg.batch_size:
         raise ValueError(f"micro_batch_size={cfg.micro_batch_size} is larger than "
                          f"batch_size={cfg.batch_size}")
+    if cfg.checkpoint_dir is not None:
+        check_checkpoint_dir(cfg.checkpoint_dir)
     x, y = x.to(device), y.to(device)
     if eval_data is not None:
         check_data(*eval_data)
@@ -189,21 +208,29 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, eval_data: Data | None
     aug_gen = torch.Generator(device=device) if augment is not None else None
     result = TrainResult(steps=total)
 
-    start = 0
-    run_key = fingerprint({k: v for k, v in dataclasses.asdict(cfg).items()
-                           if k not in _RESUMABLE} | {"n": n, "world_size": world})
+    start, earlier_wall = 0, 0.0
     if cfg.checkpoint_dir is not None:
+        run_key = fingerprint({k: v for k, v in dataclasses.asdict(cfg).items()
+                               if k not in _RESUMABLE} | {"n": n, "world_size": world})
+        identity = {"model_fingerprint": model_fingerprint(model),
+                    "data_fingerprint": data_fingerprint(x, y)}
         state = load_checkpoint(cfg.checkpoint_dir, map_location=device)
         if state is not None:
-            if state.get("run") != run_key:
-                raise CheckpointError(
-                    f"checkpoint in {cfg.checkpoint_dir} belongs to another run (config or "
-                    f"data differ): saved {state.get('run')}, now {run_key}")
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
+            _check_same_run(state, run_key, identity, cfg.checkpoint_dir)
+            try:
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as e:
+                raise CheckpointError(f"checkpoint in {cfg.checkpoint_dir} does not fit this "
+                                      f"model: {str(e).splitlines()[0][:300]}") from e
             torch.set_rng_state(state["rng"].cpu())
             result.history = list(state["history"])
             start = result.resumed_from = int(state["step"])
+            earlier_wall = float(state.get("wall_s", 0.0))
+    writer = _tensorboard(cfg.tensorboard_dir) if rank == 0 else None
+    pbar = bar(total, desc="train", show=True) if _show_progress(cfg, rank) else None
+    if pbar is not None:
+        pbar.update(start)
 
     def do_eval(record: dict[str, float]) -> None:
         ev = dict(batch_size=cfg.eval_batch_size, loss_fn=loss_fn, amp=cfg.amp,
@@ -216,6 +243,7 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, eval_data: Data | None
             record["test_loss"], record["test_acc"] = te["loss"], te["acc"]
 
     model.train()
+    t_step = time.perf_counter()
     for step in range(start, total):
         idx = None if batches is None else batches(step)
         m = n if idx is None else idx.numel()  # the last batch of an epoch may be smaller
@@ -256,15 +284,29 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, eval_data: Data | None
         if last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
             do_eval(record)
             model.train()
-        result.history.append(record)
         if callback is not None:
-            callback(step + 1, model)
+            extra = callback(step + 1, model)
+            if isinstance(extra, dict):
+                record.update(extra)
+        result.history.append(record)
+        if writer is not None:  # seconds per step go to TensorBoard only: history stays exact
+            now = time.perf_counter()
+            _log_scalars(writer, {**record, "step_s": now - t_step})
+            t_step = now
+        if pbar is not None:
+            pbar.set_postfix(loss=f"{record['train_loss']:.4g}", refresh=False)
+            pbar.update(1)
         if cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or last) \
                 and rank == 0:
             save_checkpoint(cfg.checkpoint_dir, {
-                "run": run_key, "step": step + 1, "model": model.state_dict(),
+                "run": run_key, **identity, "step": step + 1, "model": model.state_dict(),
                 "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-                "history": result.history})
+                "history": result.history,
+                "wall_s": earlier_wall + time.perf_counter() - t0})
+    if pbar is not None:
+        pbar.close()
+    if writer is not None:
+        writer.close()
 
     final_record: dict[str, float] = {}
     if result.history and "train_acc" in result.history[-1]:
@@ -279,4 +321,45 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, eval_data: Data | None
         result.final["test_acc"] = final_record["test_acc"]
     model.train()
     result.wall_s = time.perf_counter() - t0
+    result.total_wall_s = earlier_wall + result.wall_s
     return result
+
+
+def _check_same_run(state: dict[str, Any], run_key: str, identity: dict[str, str],
+                    checkpoint_dir: str) -> None:
+    """Refuse a checkpoint of another run: other settings, another model, other data."""
+    if state.get("run") != run_key:
+        raise CheckpointError(
+            f"checkpoint in {checkpoint_dir} belongs to another run (settings differ): "
+            f"saved {state.get('run')}, now {run_key}")
+    for what, now in identity.items():
+        saved = state.get(what)
+        if saved is not None and saved != now:
+            hint = ("model: the module tree or a tensor's shape differs"
+                    if what == "model_fingerprint"
+                    else "data set: the training data differ (same size, other values)")
+            raise CheckpointError(f"checkpoint in {checkpoint_dir} was written for another "
+                                  f"{hint}; use another checkpoint_dir or delete it")
+
+
+def _show_progress(cfg: TrainConfig, rank: int) -> bool:
+    return rank == 0 and (enabled() if cfg.progress is None else cfg.progress)
+
+
+def _tensorboard(logdir: str | None):
+    if logdir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:  # torch's writer needs the tensorboard package
+        raise ImportError("tensorboard_dir needs the tensorboard extra: "
+                          "pip install 'efflab[tensorboard]'") from e
+    return SummaryWriter(log_dir=str(logdir))
+
+
+def _log_scalars(writer, record: dict[str, float]) -> None:
+    step = int(record["step"])
+    for key, value in record.items():
+        if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+            group = "test" if key.startswith("test_") else "train"
+            writer.add_scalar(f"{group}/{key.removeprefix('test_')}", value, step)
