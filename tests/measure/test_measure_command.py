@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from efflab.measure.command import add_parser
+from efflab.cli.measure import add_parser
 from efflab.measure.spec import make_inputs, parse_model_spec, parse_shape
 
 
