@@ -260,3 +260,18 @@ def test_missing_extra_is_named(monkeypatch):
         RayLauncher()
     with pytest.raises(ConfigError, match=r"pip install 'efflab\[slurm\]'"):
         launcher_from_args(_args("--launcher", "slurm"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--launcher", "slurm", "--gpus-per-point", "0.5"],
+     "--gpus-per-point must be a whole number on Slurm, got 0.5"),
+    (["--ray-address", "auto"], "--ray-address needs --launcher ray"),
+])
+def test_cli_refuses_bad_launcher_options_before_any_work(tmp_path, capsys, argv, message):
+    from efflab.cli import main
+
+    for command in (["run", "double-descent-linear"], ["reproduce"]):
+        out = tmp_path / "out"
+        assert main([*command, "--out", str(out), *argv]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()

@@ -481,6 +481,15 @@ def storage_warning(path: str | os.PathLike) -> str | None:
 Launcher = LocalLauncher | RayLauncher | SlurmLauncher
 
 
+def launcher_warning(launcher: Launcher | None, out: str | os.PathLike) -> str | None:
+    """What to tell the user before a run on ``launcher`` into ``out``: a warning when the
+    workers may be on other machines and ``out`` is on storage private to this one."""
+    remote = (isinstance(launcher, RayLauncher)
+              and (launcher.address or os.environ.get("RAY_ADDRESS"))) or (
+        isinstance(launcher, SlurmLauncher) and launcher.cluster == "slurm")
+    return storage_warning(out) if remote else None
+
+
 # -- the command line ----------------------------------------------------------------------
 def add_launcher_arguments(parser) -> None:
     """The ``--launcher`` options of ``efflab run`` and ``efflab reproduce``."""
