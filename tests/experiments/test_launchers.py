@@ -163,7 +163,7 @@ def test_submitit_local_jobs_survive_a_killed_job(tmp_path, worker_path):
     results' equality with the local launcher is checked on the debug executor above, through
     the same run_point)."""
     launcher = SlurmLauncher(cluster="local", time_min=5)
-    error = _check_resume_after_kill(tmp_path, launcher, "slurm-kill", n=3)
+    error = _check_resume_after_kill(tmp_path, launcher, "slurm-kill", n=2)
     assert (sweep_folder(tmp_path, "slurm-kill") / ".submitit").is_dir()  # Submitit's files
     assert "UncompletedJobError" in error.failures[0][1] or "FailedJobError" in \
         error.failures[0][1], error.failures[0][1]

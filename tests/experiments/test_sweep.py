@@ -75,13 +75,22 @@ def test_corrupt_or_foreign_file_is_recomputed(tmp_path):
     assert [r["square"] for r in out] == [0, 1]
 
 
-def test_workers_give_the_same_results_as_in_process(tmp_path):
+def test_workers_give_the_same_results_as_in_process_and_report_a_failure(tmp_path):
     serial = run_sweep(_square, _points(tmp_path, 4, tag="x"), tmp_path / "a", "sq", jobs=1)
-    parallel = run_sweep(_square, _points(tmp_path, 4, tag="x"), tmp_path / "b", "sq", jobs=2)
-    assert serial == parallel
+    # in 2 workers, point 2 raising: the others all run, the failure comes back with its error
+    log = tmp_path / "b" / "log.txt"
+    pts = [{**p, "log": str(log)} for p in _points(tmp_path, 4, tag="x")]
+    with pytest.raises(SweepPointFailed) as info:
+        run_sweep(_failing, pts, tmp_path / "b", "sq", jobs=2)
+    assert [p["i"] for p, _ in info.value.failures] == [2]
+    assert "RuntimeError: point 2 failed on purpose" in info.value.failures[0][1]
+    assert _computed(log) == [0, 1, 3]
     pids = {json.loads(f.read_text())["pid"]
             for f in sweep_folder(tmp_path / "b", "sq").glob("*.json")}
     assert os.getpid() not in pids  # computed in worker processes
+    parallel = run_sweep(_square, pts, tmp_path / "b", "sq", jobs=1)
+    assert _computed(log) == [0, 1, 2, 3]  # only the failed point again
+    assert parallel == serial
 
 
 def test_killed_worker_then_resume_without_recomputation(tmp_path):
@@ -120,10 +129,9 @@ def test_killed_worker_then_resume_without_recomputation(tmp_path):
     assert [r["square"] for r in out] == [0, 1, 4, 9, 16, 25]
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_failing_point_is_reported_and_the_others_all_run(tmp_path, jobs):
+def test_failing_point_is_reported_and_the_others_all_run(tmp_path):
     with pytest.raises(SweepPointFailed) as info:
-        run_sweep(_failing, _points(tmp_path, 5), tmp_path, "f", jobs=jobs)
+        run_sweep(_failing, _points(tmp_path, 5), tmp_path, "f")
     e = info.value
     assert isinstance(e, SweepIncomplete) and isinstance(e, RuntimeError)
     assert (e.done, e.total) == (4, 5)
