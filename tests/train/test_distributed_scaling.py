@@ -173,3 +173,30 @@ def test_stalled_rank_ends_with_a_clear_error(tmp_path):
     assert "stalled for more than 2 s or died" in message
     assert "DistributedError" in proc.stderr
     assert not (tmp_path / "rank1.err").exists()
+
+
+def test_checkpoints_by_rank_0_only_and_another_world_size_is_refused(monkeypatch, tmp_path):
+    """The training loop on simulated ranks (collectives patched out): rank 1 writes no
+    checkpoint, rank 0 does, and a resume on another world size is refused."""
+    import efflab.train.loop as loop
+    from efflab.train import TrainConfig, train
+    from efflab.train.checkpoint import CheckpointError
+
+    spec = importlib.util.spec_from_file_location("dist_scaling_worker", WORKER)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    data = mod.problem(20)
+    ck = tmp_path / "ck"
+    cfg = TrainConfig(steps=2, batch_size=None, lr=0.1, checkpoint_dir=str(ck),
+                      checkpoint_every=1)
+    monkeypatch.setattr(loop, "all_reduce_sum_", lambda tensors: None)
+    monkeypatch.setattr(loop, "broadcast_module_", lambda module: None)
+    monkeypatch.setattr(loop, "rank_and_world", lambda: (1, 2))
+    train(mod.model(), data, cfg)
+    assert not ck.exists() or not any(ck.iterdir())
+    monkeypatch.setattr(loop, "rank_and_world", lambda: (0, 2))
+    train(mod.model(), data, cfg)
+    assert any(ck.iterdir())
+    monkeypatch.setattr(loop, "rank_and_world", lambda: (0, 3))
+    with pytest.raises(CheckpointError, match="belongs to another run"):
+        train(mod.model(), data, cfg)
