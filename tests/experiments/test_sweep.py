@@ -1,37 +1,31 @@
 """The sweep runner: each point computed once, saved atomically under a key of its config,
 the same results whatever the number of workers, and resume after a real worker is killed."""
 
+import importlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from efflab.experiments.sweep import SweepInterrupted, point_key, run_sweep, sweep_folder
+from efflab.experiments.sweep import (
+    SweepIncomplete,
+    SweepInterrupted,
+    SweepPointFailed,
+    point_key,
+    run_sweep,
+    sweep_folder,
+)
 
-
-def _square(point):
-    """Logs every computation (one line per call) so tests can count recomputations."""
-    with open(point["log"], "a") as f:
-        f.write(f"{point['i']}\n")
-    return {"i": point["i"], "square": point["i"] ** 2, "tag": point.get("tag")}
-
-
-def _blocking(point):
-    """Point 0 blocks (until killed) unless the release file exists; the others are instant."""
-    if point["i"] == 0 and not Path(point["release"]).exists():
-        Path(point["pidfile"]).write_text(str(os.getpid()))
-        time.sleep(60)
-    return _square(point)
-
-
-def _failing(point):
-    if point["i"] == 2:
-        raise RuntimeError("point 2 failed on purpose")
-    return _square(point)
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+points_module = importlib.import_module("sweep_points")
+_square, _blocking, _failing = points_module.square, points_module.blocking, points_module.failing
 
 
 def _computed(log: Path) -> list[int]:
@@ -81,13 +75,22 @@ def test_corrupt_or_foreign_file_is_recomputed(tmp_path):
     assert [r["square"] for r in out] == [0, 1]
 
 
-def test_workers_give_the_same_results_as_in_process(tmp_path):
+def test_workers_give_the_same_results_as_in_process_and_report_a_failure(tmp_path):
     serial = run_sweep(_square, _points(tmp_path, 4, tag="x"), tmp_path / "a", "sq", jobs=1)
-    parallel = run_sweep(_square, _points(tmp_path, 4, tag="x"), tmp_path / "b", "sq", jobs=2)
-    assert serial == parallel
+    # in 2 workers, point 2 raising: the others all run, the failure comes back with its error
+    log = tmp_path / "b" / "log.txt"
+    pts = [{**p, "log": str(log)} for p in _points(tmp_path, 4, tag="x")]
+    with pytest.raises(SweepPointFailed) as info:
+        run_sweep(_failing, pts, tmp_path / "b", "sq", jobs=2)
+    assert [p["i"] for p, _ in info.value.failures] == [2]
+    assert "RuntimeError: point 2 failed on purpose" in info.value.failures[0][1]
+    assert _computed(log) == [0, 1, 3]
     pids = {json.loads(f.read_text())["pid"]
             for f in sweep_folder(tmp_path / "b", "sq").glob("*.json")}
     assert os.getpid() not in pids  # computed in worker processes
+    parallel = run_sweep(_square, pts, tmp_path / "b", "sq", jobs=1)
+    assert _computed(log) == [0, 1, 2, 3]  # only the failed point again
+    assert parallel == serial
 
 
 def test_killed_worker_then_resume_without_recomputation(tmp_path):
@@ -126,13 +129,19 @@ def test_killed_worker_then_resume_without_recomputation(tmp_path):
     assert [r["square"] for r in out] == [0, 1, 4, 9, 16, 25]
 
 
-def test_failing_point_propagates_and_keeps_the_others(tmp_path):
-    with pytest.raises(RuntimeError, match="point 2 failed on purpose"):
-        run_sweep(_failing, _points(tmp_path, 4), tmp_path, "f")
-    assert _computed(tmp_path / "log.txt") == [0, 1]
-    out = run_sweep(_square, _points(tmp_path, 4), tmp_path, "f")
-    assert _computed(tmp_path / "log.txt") == [0, 1, 2, 3]
-    assert [r["i"] for r in out] == [0, 1, 2, 3]
+def test_failing_point_is_reported_and_the_others_all_run(tmp_path):
+    with pytest.raises(SweepPointFailed) as info:
+        run_sweep(_failing, _points(tmp_path, 5), tmp_path, "f")
+    e = info.value
+    assert isinstance(e, SweepIncomplete) and isinstance(e, RuntimeError)
+    assert (e.done, e.total) == (4, 5)
+    assert [p["i"] for p, _ in e.failures] == [2]
+    assert "RuntimeError: point 2 failed on purpose" in e.failures[0][1]
+    assert "1 of 5 points failed" in str(e) and "point 2 failed on purpose" in str(e)
+    assert _computed(tmp_path / "log.txt") == [0, 1, 3, 4]  # the failure stopped nothing
+    out = run_sweep(_square, _points(tmp_path, 5), tmp_path, "f")
+    assert _computed(tmp_path / "log.txt") == [0, 1, 2, 3, 4]  # only the failed one again
+    assert [r["i"] for r in out] == [0, 1, 2, 3, 4]
 
 
 def test_bad_arguments(tmp_path):
@@ -164,3 +173,43 @@ def test_limit_threads_caps_and_restores():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie left for an init that does not reap is not running)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, workers", [("sweep", 2), ("watchdog", 1)])
+def test_workers_exit_when_their_parent_is_killed(tmp_path, mode, workers):
+    """SIGKILL of the parent of a --jobs 2 sweep: the workers go too (death signal and
+    watchdog), and the watchdog alone suffices (where there is no death signal)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(HERE.parents[1] / "src"), str(HERE)])}
+    parent = subprocess.Popen([sys.executable, str(HERE / "orphan_parent.py"), mode,
+                               str(tmp_path)], env=env)
+    try:
+        pidfiles = [tmp_path / f"worker-{i}.pid" for i in range(workers)]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(p.exists() for p in pidfiles):
+            assert parent.poll() is None, "the parent ended early"
+            time.sleep(0.1)
+        pids = [int(p.read_text()) for p in pidfiles]
+        assert all(_alive(p) for p in pids)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in pids), f"orphaned workers left running: {pids}"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        for p in tmp_path.glob("worker-*.pid"):
+            if _alive(int(p.read_text())):
+                os.kill(int(p.read_text()), signal.SIGKILL)

@@ -19,6 +19,11 @@ from efflab import __version__
 from efflab import experiments as registry
 from efflab.cli import measure as measure_command
 from efflab.experiments.base import PROFILES, ConfigError
+from efflab.experiments.launchers import (
+    add_launcher_arguments,
+    launcher_from_args,
+    launcher_warning,
+)
 from efflab.experiments.runner import (
     OutputError,
     PlannedRun,
@@ -65,6 +70,7 @@ def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
                         "fastest on one thread, and a second thread on a busy machine can make "
                         "them ten times slower; the count is recorded in results.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_launcher_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +159,10 @@ def _prepare(args: argparse.Namespace, names: list[str], overrides: list[str],
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     planned = [plan(n, args.profile, overrides, seed) for n in names]
     device = resolve_device(args.device)
+    args.sweep_launcher = launcher_from_args(args)
     out = check_output_dir(args.out)
+    if warning := launcher_warning(args.sweep_launcher, out):
+        print(f"efflab: warning: {warning}", file=sys.stderr)
     torch.set_num_threads(args.threads)
     return planned, out, device
 
@@ -186,7 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{out / run.experiment.name} already holds a finished result; "
                          "pass --force to replace it, or choose another --out")
     print(f"Running {run.experiment.name} ({args.profile} profile) on {device} -> {out}")
-    rec = run_planned(run, out, device, force=args.force, jobs=args.jobs)
+    rec = run_planned(run, out, device, force=args.force, jobs=args.jobs,
+                      launcher=args.sweep_launcher)
     _print_record(rec)
     return _finish(out, [rec])
 
@@ -221,7 +231,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             rec = RunRecord(name, "reused", out / name, prev.get("verdict"),
                             float(prev.get("wall_time_s") or 0.0))
         else:
-            rec = run_planned(run, out, device, force=args.force, jobs=args.jobs)
+            rec = run_planned(run, out, device, force=args.force, jobs=args.jobs,
+                      launcher=args.sweep_launcher)
         records.append(rec)
         _print_record(rec)
     if not args.only:

@@ -305,12 +305,15 @@ class RunContext:
     ``--out``: sweeps can keep finished points there (one file each, written atomically and
     keyed by their own config) and resume with only the missing ones.
     ``jobs`` is the number of worker processes the user allows (``--jobs``).
+    ``launcher`` is where sweep points run (``--launcher``; see
+    :mod:`efflab.experiments.launchers`), None for the local pool of ``jobs`` workers.
     """
 
     device: torch.device
     outdir: Path
     profile: str = "quick"
     jobs: int = 1
+    launcher: Any = None
 
     def progress(self, iterable, desc: str = "", total: int | None = None):
         from efflab.progress import progress

@@ -198,7 +198,7 @@ def experiment_markdown(record: dict[str, Any]) -> str:
 
 
 def run_planned(run: PlannedRun, out: Path, device: torch.device, force: bool = False,
-                jobs: int = 1) -> RunRecord:
+                jobs: int = 1, launcher: Any = None) -> RunRecord:
     """Run one planned experiment into ``out/NAME``. Failures are recorded, not raised."""
     exp, config = run.experiment, run.config
     final = out / exp.name
@@ -211,7 +211,8 @@ def run_planned(run: PlannedRun, out: Path, device: torch.device, force: bool = 
     t0 = time.perf_counter()
     status, error, results, claims, figures, tables = "ok", None, None, [], [], []
     try:
-        ctx = RunContext(device=device, outdir=work, profile=run.profile, jobs=jobs)
+        ctx = RunContext(device=device, outdir=work, profile=run.profile, jobs=jobs,
+                         launcher=launcher)
         results = exp.run(config, ctx)
         claims = exp.claims(results, config)
         figures = exp.figures(results, config, work)

@@ -9,14 +9,17 @@ point's result is written atomically to its own file,
 the moment it is computed, by the process that computed it. A sweep that is interrupted (a
 killed worker, Ctrl-C, a machine going away) is resumed by running it again with the same
 ``outdir``: finished points are read back, only the missing ones run. ``RunContext.outdir``
-is that folder when ``efflab run`` is restarted with the same ``--out``.
+is that folder when ``efflab run`` is restarted with the same ``--out``. A point that raises
+does not stop the others; the sweep then raises :class:`SweepPointFailed` naming every failed
+point, and a rerun computes only those.
 
-With ``jobs > 1`` the missing points run in that many worker processes (``--jobs``), started
-with ``spawn`` so that no thread pool or lock state of the parent is inherited, each limited
-to ``cores // jobs`` torch threads so that the workers do not fight over the cores. The point
-function must be importable (defined at module level). Results do not depend on ``jobs`` or
-on the order of completion: a point carries its own seed, and every result, fresh or resumed,
-is returned as read back from its JSON file.
+Where the missing points run is a *launcher* (:mod:`efflab.experiments.launchers`): here, in
+``jobs`` local worker processes (``--jobs``: started with ``spawn`` so that no thread pool or
+lock state of the parent is inherited, each limited to ``cores // jobs`` torch threads, each
+exiting when the parent dies), as Ray tasks or as a Slurm job array (``--launcher``). The
+point function must be importable (defined at module level). Results do not depend on the
+launcher, on ``jobs`` or on the order of completion: a point carries its own seed, and every
+result, fresh or resumed, is returned as read back from its JSON file.
 
 Give a sweep a new ``name`` (e.g. with a version suffix) when what its point function computes
 changes; otherwise old results are reused.
@@ -27,30 +30,56 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import multiprocessing
 import os
-import pickle
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from efflab.io import atomic_write_json, to_jsonable
+
+if TYPE_CHECKING:
+    from efflab.experiments.launchers import Launcher
 
 PointFn = Callable[[dict[str, Any]], Any]
 
 
-class SweepInterrupted(RuntimeError):
-    """A worker died (killed, out of memory) before the sweep finished; the finished points
-    are on disk and a rerun with the same folder computes only the missing ones."""
+class SweepIncomplete(RuntimeError):
+    """Some points did not finish; the finished ones are saved in ``folder`` and a rerun with
+    the same folder computes only the missing ones. ``failures``: ``(point, error)`` pairs."""
+
+    def __init__(self, message: str, name: str, done: int, total: int, folder: Path,
+                 failures: list[tuple[dict[str, Any], str]] | None = None):
+        self.name, self.done, self.total, self.folder = name, done, total, folder
+        self.failures = failures or []
+        super().__init__(message)
+
+
+class SweepInterrupted(SweepIncomplete):
+    """A local worker died (killed, out of memory) before the sweep finished."""
 
     def __init__(self, name: str, done: int, total: int, folder: Path):
-        self.done, self.total, self.folder = done, total, folder
-        super().__init__(f"sweep {name!r} interrupted: a worker process died; {done} of {total} "
-                         f"points are finished and saved in {folder}. Run again with the same "
-                         f"output folder (--out) to compute only the missing {total - done}.")
+        super().__init__(
+            f"sweep {name!r} interrupted: a worker process died; {done} of {total} points are "
+            f"finished and saved in {folder}. Run again with the same output folder (--out) "
+            f"to compute only the missing {total - done}.", name, done, total, folder)
+
+
+class SweepPointFailed(SweepIncomplete):
+    """One or more points raised (or lost their worker on a cluster); every other point ran
+    and is saved."""
+
+    def __init__(self, name: str, done: int, total: int, folder: Path,
+                 failures: list[tuple[dict[str, Any], str]]):
+        first_point, first_error = failures[0]
+        last = first_error.strip().splitlines()[-1] if first_error.strip() else "?"
+        super().__init__(
+            f"sweep {name!r}: {len(failures)} of {total} points failed, the first "
+            f"({first_point}) with {last}; {done} of {total} points are finished and saved "
+            f"in {folder}. Run again with the same output folder (--out) to compute only the "
+            f"missing {total - done}.\n--- error of the first failed point ---\n"
+            f"{first_error}", name, done, total, folder, failures)
 
 
 def canonical_point(point: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,7 +118,8 @@ def _compute(fn: PointFn, point: dict[str, Any], path: str) -> Any:
     start = time.perf_counter()
     result = fn(dict(point))
     record = {"point": point, "result": to_jsonable(result),
-              "seconds": time.perf_counter() - start, "pid": os.getpid()}
+              "seconds": time.perf_counter() - start, "pid": os.getpid(),
+              "host": socket.gethostname()}
     atomic_write_json(path, record)
     return json.loads(json.dumps(record["result"]))
 
@@ -112,23 +142,25 @@ def limit_threads(threads: int = 1):
         torch.set_num_threads(before)
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def run_sweep(fn: PointFn, points: Sequence[Mapping[str, Any]], outdir: Path, name: str,
-              jobs: int = 1, desc: str | None = None) -> list[Any]:
+              jobs: int = 1, desc: str | None = None, launcher: Launcher | None = None
+              ) -> list[Any]:
     """Results of ``fn(point)`` for every point, in order, computing only those not on disk.
 
-    ``jobs = 1`` runs the missing points here, one after another; ``jobs > 1`` in up to that
-    many worker processes (a single missing point runs here: no worker to start). Raises
-    :class:`SweepInterrupted` if a worker dies; an exception raised by ``fn`` propagates
-    (after the points already running have finished and been saved).
+    ``launcher`` says where the missing points run (see :mod:`efflab.experiments.launchers`);
+    None means :class:`~efflab.experiments.launchers.LocalLauncher` with ``jobs`` workers:
+    ``jobs = 1`` runs them here, one after another, ``jobs > 1`` in up to that many worker
+    processes (a single missing point runs here: no worker to start).
+
+    A point that raises does not stop the others: when all have ended,
+    :class:`SweepPointFailed` reports every failed point with its error. A local worker that
+    dies raises :class:`SweepInterrupted` at once. Both are :class:`SweepIncomplete`: every
+    finished point is on disk, and a rerun computes only the missing ones.
     """
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    from efflab.experiments.launchers import LocalLauncher, PointTask, WorkerDied
+
+    if launcher is None:
+        launcher = LocalLauncher(jobs)
     folder = sweep_folder(outdir, name)
     canon = [canonical_point(p) for p in points]
     keys = [point_key(p) for p in canon]
@@ -150,42 +182,42 @@ def run_sweep(fn: PointFn, points: Sequence[Mapping[str, Any]], outdir: Path, na
 
     from efflab.progress import bar
 
+    failures: list[tuple[dict[str, Any], str]] = []
+    tasks = [PointTask(i, canon[i], str(paths[i])) for i in missing]
     with bar(len(canon), desc or name) as pbar:
         pbar.update(len(canon) - len(missing))
-        if jobs == 1 or len(missing) == 1:
-            for i in missing:
-                results[i] = _compute(fn, canon[i], str(paths[i]))
-                pbar.update(1)
-            return results
         try:
-            pickle.dumps(fn)
-        except Exception as e:  # noqa: BLE001 - any pickling failure means the same thing
-            raise TypeError(f"fn must be a module-level function to run in worker processes "
-                            f"(jobs={jobs}), got {fn!r}: {e}") from e
-        workers = min(jobs, len(missing))
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(threads,)) as pool:
-            futures = {pool.submit(_compute, fn, canon[i], str(paths[i])): i for i in missing}
-            pending = set(futures)
-            try:
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        results[futures[fut]] = fut.result()
-                        pbar.update(1)
-            except BrokenProcessPool:
-                # count from disk: points may have finished after the last one we collected
-                saved = sum(_load(path, p)[0] for p, path in zip(canon, paths))
-                raise SweepInterrupted(name, saved, len(canon), folder) from None
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+            for outcome in launcher.execute(fn, tasks, folder):
+                i = outcome.index
+                if outcome.error is None:
+                    # every result as read back from its file: the same on every launcher
+                    found, value = _load(paths[i], canon[i])
+                    if found:
+                        results[i] = value
+                    else:
+                        from efflab.experiments.launchers import storage_warning
+
+                        hint = storage_warning(folder) or (
+                            "--out must be on storage every worker sees")
+                        failures.append((canon[i], f"the point finished but its result file "
+                                                   f"{paths[i]} is not readable here: {hint}"))
+                else:
+                    failures.append((canon[i], outcome.error))
+                pbar.update(1)
+        except WorkerDied:
+            # count from disk: points may have finished after the last one we collected
+            saved = sum(_load(path, p)[0] for p, path in zip(canon, paths))
+            raise SweepInterrupted(name, saved, len(canon), folder) from None
+    if failures:
+        failures.sort(key=lambda f: keys.index(point_key(f[0])))
+        saved = sum(_load(path, p)[0] for p, path in zip(canon, paths))
+        raise SweepPointFailed(name, saved, len(canon), folder, failures)
     return results
 
 
 def sweep(fn: PointFn, points: Sequence[Mapping[str, Any]], ctx, name: str,
           desc: str | None = None) -> list[Any]:
-    """:func:`run_sweep` in an experiment: folder ``ctx.outdir``, ``ctx.jobs`` workers."""
-    return run_sweep(fn, points, ctx.outdir, name, jobs=ctx.jobs, desc=desc)
+    """:func:`run_sweep` in an experiment: folder ``ctx.outdir``, on ``ctx.launcher`` (the
+    ``--launcher`` option) if it is set, else ``ctx.jobs`` local workers."""
+    return run_sweep(fn, points, ctx.outdir, name, jobs=ctx.jobs, desc=desc,
+                     launcher=getattr(ctx, "launcher", None))

@@ -12,6 +12,9 @@ Fast paths and their references, side by side:
   approximates ``H_k g_k`` by the finite difference ``(g_k(theta + eps u) - g_k(theta)) |g_k| /
   eps`` with ``u = g_k / |g_k|``: one extra forward and backward per block. Reference:
   ``method="double-backprop"``, the exact Hessian-vector product through ``create_graph``.
+  Under torch.distributed each rank takes whole blocks (the blocks one process forms), so the
+  regularized gradient is the same for every world size; a shard that would split a block
+  is refused.
 
 Batch norm: every forward pass sees one micro-batch (or, with the regularizer, one micro-batch
 of one block), so batch statistics are per micro-batch ("ghost batch norm" of that size);
@@ -113,6 +116,8 @@ def accumulate_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                          f"{y.shape[0]}")
     if denominator < 1 or n > denominator:
         raise ValueError(f"denominator must be >= the {n} samples given, got {denominator}")
+    if grad_reg != 0.0:
+        _check_block_shard(n, denominator, grad_reg_block)
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     if n == 0:
         return loss_sum
@@ -137,6 +142,24 @@ def accumulate_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             loss_sum += _finite_difference_block(model, params, xb, y[a:b], loss_fn, weight,
                                                  grad_reg, grad_reg_eps, micro_batch_size, amp)
     return loss_sum
+
+
+def _check_block_shard(n: int, denominator: int, block: int) -> None:
+    """Under torch.distributed, refuse a shard that is not this rank's share of whole blocks:
+    its blocks would not be one process's blocks, and the regularizer (a sum over blocks of
+    squared block gradients, not a sum over samples) would change with the world size."""
+    from efflab.train.distributed import rank_and_world, shard_bounds
+
+    rank, world = rank_and_world()
+    if world == 1:
+        return
+    a, b = shard_bounds(denominator, rank, world, unit=block)
+    if n != b - a:
+        raise ValueError(
+            f"rank {rank} of {world} got {n} of the {denominator} samples, but with "
+            f"grad_reg > 0 each rank must get whole blocks of grad_reg_block={block} "
+            f"({b - a} samples here): shard with shard_bounds(n, rank, world, "
+            f"unit=grad_reg_block), or the regularizer would depend on the world size")
 
 
 def _finite_difference_block(model, params, x, y, loss_fn, weight, grad_reg, eps,
@@ -203,7 +226,9 @@ def full_batch_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
     n = check_data(x, y, micro_batch_size)
     rank, world = rank_and_world()
-    a, b = shard_bounds(n, rank, world)
+    # with the regularizer, whole blocks per rank: the blocks one process would form
+    unit = kwargs.get("grad_reg_block", 128) if kwargs.get("grad_reg", 0.0) else 1
+    a, b = shard_bounds(n, rank, world, unit=unit)
     params = _params(model)
     for p in params:
         if p.grad is None:

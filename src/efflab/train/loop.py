@@ -247,7 +247,7 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, eval_data: Data | None
     for step in range(start, total):
         idx = None if batches is None else batches(step)
         m = n if idx is None else idx.numel()  # the last batch of an epoch may be smaller
-        a, b = shard_bounds(m, rank, world)
+        a, b = shard_bounds(m, rank, world, unit=cfg.grad_reg_block if cfg.grad_reg else 1)
         if idx is None:
             xs, ys = x[a:b], y[a:b]
         else:
