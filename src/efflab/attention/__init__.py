@@ -67,7 +67,9 @@ from efflab.attention.performer import (
     favor_step,
     features_seed,
     random_feature_map,
+    redraw_due_features,
 )
+from efflab.attention.rotary import apply_rotary_embedding, rotary_embedding_reference
 from efflab.attention.softmax import (
     SoftmaxAttention,
     softmax_attention,
@@ -76,7 +78,8 @@ from efflab.attention.softmax import (
 )
 
 __all__ = [
-    "ATTENTIONS", "FEATURE_MAPS", "MODEL_OPTIONS", "PROJECTION_KINDS", "SHARING",
+    "ATTENTIONS", "FEATURE_MAPS", "apply_rotary_embedding", "redraw_due_features",
+    "rotary_embedding_reference", "MODEL_OPTIONS", "PROJECTION_KINDS", "SHARING",
     "FavorState", "LinformerAttention", "LinformerProjection", "MultiheadAttention",
     "PerformerAttention", "SoftmaxAttention", "build_attention", "causal_linear_attention",
     "causal_linear_attention_reference", "draw_random_features", "favor_attention",
