@@ -123,8 +123,9 @@ def linformer_attention(q: Tensor, k: Tensor, v: Tensor, key_projection: Tensor,
         keep = ~key_padding_mask[:, None, :, None]
         k = k * keep
         v = v * keep
-    kp = _project(key_projection, k)
-    vp = _project(value_projection, v)
+    # under autocast the projection comes out in the autocast dtype: back to q's, SDPA casts
+    kp = _project(key_projection, k).to(q.dtype)
+    vp = _project(value_projection, v).to(q.dtype)
     if normalize:
         kp = kp / _window_sizes(key_projection, key_padding_mask, k.shape[0])
         vp = vp / _window_sizes(value_projection, key_padding_mask, k.shape[0])

@@ -69,6 +69,75 @@ def _bias(key_padding_mask: Tensor | None, attn_mask: Tensor | None, causal: boo
     return bias, False
 
 
+def _math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
+                    scale: float | None, gqa: bool) -> Tensor:
+    """SDPA's math, spelled out with differentiable ops (for double backward)."""
+    groups = q.shape[1] // k.shape[1] if gqa else 1
+    k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = q @ k.transpose(-1, -2) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool \
+            else scores + mask
+    return torch.softmax(scores, -1) @ v
+
+
+class _SDPA(torch.autograd.Function):
+    """SDPA (fused kernels) whose first derivative is SDPA's own backward and whose second
+    derivative is exact: SDPA's fused backward kernels are not differentiable themselves, so
+    when a caller asks for ``create_graph=True`` the backward recomputes the output by
+    :func:`_math_attention` from the saved inputs and differentiates that (O(seq_q seq_k)
+    memory for that pass only). With dropout the recomputation would draw another mask, so
+    double backward with ``dropout_p > 0`` raises."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, scale, dropout_p, gqa):
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(t.requires_grad) for t in (q, k, v)]
+            out = F.scaled_dot_product_attention(*leaves, attn_mask=mask, scale=scale,
+                                                 dropout_p=dropout_p, enable_gqa=gqa)
+        ctx.inner = (leaves, out)
+        ctx.save_for_backward(q, k, v, mask)
+        ctx.scale, ctx.dropout_p, ctx.gqa = scale, dropout_p, gqa
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx, dout):
+        wanted = [i for i in range(3) if ctx.needs_input_grad[i]]
+        if torch.is_grad_enabled():
+            if ctx.dropout_p:
+                raise RuntimeError("double backward (create_graph=True) through softmax "
+                                   "attention with dropout_p > 0 is not supported: pass "
+                                   "dropout_p=0 (module.eval()) for second derivatives")
+            q, k, v, mask = ctx.saved_tensors
+            with torch.enable_grad():
+                out = _math_attention(q, k, v, mask, ctx.scale, ctx.gqa)
+                grads = torch.autograd.grad(out, [(q, k, v)[i] for i in wanted], dout,
+                                            create_graph=True)
+        else:
+            leaves, out = ctx.inner
+            grads = torch.autograd.grad(out, [leaves[i] for i in wanted], dout,
+                                        retain_graph=True)
+        result = [None] * 7
+        for i, g in zip(wanted, grads):
+            result[i] = g
+        return tuple(result)
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool,
+          scale: float | None, dropout_p: float, gqa: bool) -> Tensor:
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                              or v.requires_grad)
+    if not needs_grad or torch.compiler.is_compiling() or torch.is_autocast_enabled(
+            q.device.type):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                              scale=scale, dropout_p=dropout_p,
+                                              enable_gqa=gqa)
+    if causal:
+        mask = causal_mask(q.shape[2], k.shape[2], q.device)
+    return _SDPA.apply(q, k, v, mask, scale, dropout_p, gqa)
+
+
 def _prepare(q, k, v, key_padding_mask, causal, is_causal, attn_mask, enable_gqa, scale):
     causal = resolve_causal(causal, is_causal)
     check_qkv(q, k, v, key_padding_mask, causal, enable_gqa)
@@ -101,17 +170,14 @@ def softmax_attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor 
         return out[:, 0] if was_3d else out
     gqa = q.shape[1] != k.shape[1]
     if key_padding_mask is None and attn_mask is None and (not causal or q.shape[2] == k.shape[2]):
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale,
-                                             dropout_p=dropout_p, enable_gqa=gqa)
+        out = _sdpa(q, k, v, None, causal, scale, dropout_p, gqa)
         return out[:, 0] if was_3d else out
     mask, is_bool = _bias(key_padding_mask, attn_mask, causal, q.shape[2], k.shape[2],
                           q.device, q.dtype)
     # Rows with nothing to attend to would be NaN; let them attend anywhere, then zero them.
     empty = ~mask.any(-1, keepdim=True) if is_bool else torch.isneginf(mask).all(-1, True)
     safe = (mask | empty) if is_bool else mask.masked_fill(empty, 0.0)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, scale=scale,
-                                         dropout_p=dropout_p, enable_gqa=gqa)
-    out = out.masked_fill(empty, 0.0)
+    out = _sdpa(q, k, v, safe, False, scale, dropout_p, gqa).masked_fill(empty, 0.0)
     return out[:, 0] if was_3d else out
 
 
