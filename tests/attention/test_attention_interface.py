@@ -282,3 +282,16 @@ def test_linformer_mean_pooling_divides_by_unpadded_keys():
     torch.testing.assert_close(attn(q, k, v, pad), softmax_attention_reference(q, kp, vp))
     with pytest.raises(ValueError, match="k 9 must be <= max_seq_len 8"):
         LinformerProjection(8, 9)
+
+
+def test_three_d_inputs_for_the_linear_mechanisms():
+    q, k, v = _rand(6, 5, 4), _rand(6, 5, 4, seed=1), _rand(6, 5, 3, seed=2)
+    pad = torch.zeros(6, 5, dtype=torch.bool)
+    pad[2, 3:] = True
+    for causal in (False, True):
+        torch.testing.assert_close(favor_attention(q, k, v, _w(), pad, causal),
+                                   favor_attention(q[:, None], k[:, None], v[:, None], _w(), pad,
+                                                   causal)[:, 0])
+    e = _rand(1, 2, 5, seed=3)
+    torch.testing.assert_close(linformer_attention(q, k, v, e, e, pad),
+                               linformer_attention_reference(q, k, v, e, e, pad))

@@ -291,21 +291,6 @@ def test_redraw_is_deterministic_counted_and_saved():
     assert int(c.seed) == 3 and int(c.stream) == 5  # the loaded stream continues the draws
 
 
-def test_compile_smoke():
-    # torch.compile traces the block, the causal scan's autograd Function and its backward.
-    from efflab.attention import MultiheadAttention
-
-    torch.manual_seed(0)
-    mha = MultiheadAttention(8, 2, "performer", causal=True, num_features=6, chunk_size=4)
-    x = torch.randn(2, 9, 8, requires_grad=True)
-    compiled = torch.compile(mha, backend="aot_eager")
-    out = compiled(x)
-    torch.testing.assert_close(out, mha(x))
-    (gx,) = torch.autograd.grad(out.sum(), x)
-    (want,) = torch.autograd.grad(mha(x).sum(), x)
-    torch.testing.assert_close(gx, want)
-
-
 # ---------------------------------------------------------------- bad input
 
 def test_bad_input():

@@ -91,14 +91,15 @@ class _SDPA(torch.autograd.Function):
     double backward with ``dropout_p > 0`` raises."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, scale, dropout_p, gqa):
+    def forward(ctx, q, k, v, mask, causal, scale, dropout_p, gqa):
         with torch.enable_grad():
             leaves = [t.detach().requires_grad_(t.requires_grad) for t in (q, k, v)]
-            out = F.scaled_dot_product_attention(*leaves, attn_mask=mask, scale=scale,
-                                                 dropout_p=dropout_p, enable_gqa=gqa)
+            out = F.scaled_dot_product_attention(*leaves, attn_mask=mask, is_causal=causal,
+                                                 scale=scale, dropout_p=dropout_p,
+                                                 enable_gqa=gqa)
         ctx.inner = (leaves, out)
         ctx.save_for_backward(q, k, v, mask)
-        ctx.scale, ctx.dropout_p, ctx.gqa = scale, dropout_p, gqa
+        ctx.causal, ctx.scale, ctx.dropout_p, ctx.gqa = causal, scale, dropout_p, gqa
         return out.detach()
 
     @staticmethod
@@ -110,6 +111,8 @@ class _SDPA(torch.autograd.Function):
                                    "attention with dropout_p > 0 is not supported: pass "
                                    "dropout_p=0 (module.eval()) for second derivatives")
             q, k, v, mask = ctx.saved_tensors
+            if ctx.causal:  # SDPA's is_causal, here with seq_q == seq_k
+                mask = causal_mask(q.shape[2], k.shape[2], q.device)
             with torch.enable_grad():
                 out = _math_attention(q, k, v, mask, ctx.scale, ctx.gqa)
                 grads = torch.autograd.grad(out, [(q, k, v)[i] for i in wanted], dout,
@@ -118,7 +121,7 @@ class _SDPA(torch.autograd.Function):
             leaves, out = ctx.inner
             grads = torch.autograd.grad(out, [leaves[i] for i in wanted], dout,
                                         retain_graph=True)
-        result = [None] * 7
+        result = [None] * 8
         for i, g in zip(wanted, grads):
             result[i] = g
         return tuple(result)
@@ -133,9 +136,7 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool,
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                               scale=scale, dropout_p=dropout_p,
                                               enable_gqa=gqa)
-    if causal:
-        mask = causal_mask(q.shape[2], k.shape[2], q.device)
-    return _SDPA.apply(q, k, v, mask, scale, dropout_p, gqa)
+    return _SDPA.apply(q, k, v, mask, causal, scale, dropout_p, gqa)
 
 
 def _prepare(q, k, v, key_padding_mask, causal, is_causal, attn_mask, enable_gqa, scale):
