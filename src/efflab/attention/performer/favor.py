@@ -123,8 +123,11 @@ def _prepare(q, k, v, projection, key_padding_mask, causal, is_causal, feature_m
 def _check_state(state, name: str, b: int, hk: int, m: int, e1: int, p: _Prepared) -> FavorState:
     if not isinstance(state, tuple) or len(state) not in (2, 3) or \
             not all(isinstance(t, Tensor) for t in state[:2]):
+        got = type(state).__name__
+        if isinstance(state, tuple):
+            got += "(" + ", ".join(type(t).__name__ for t in state) + ")"
         raise ValueError(f"{name} must be a FavorState(kv, shift, length) (from favor_step or "
-                         f"output_final_state=True) or None, got {type(state).__name__}")
+                         f"output_final_state=True) or None, got {got}")
     state = FavorState(*state)
     if tuple(state.kv.shape) != (b, hk, m, e1) or tuple(state.shift.shape) != (b, hk):
         raise ValueError(
@@ -136,7 +139,7 @@ def _check_state(state, name: str, b: int, hk: int, m: int, e1: int, p: _Prepare
         raise ValueError(f"{name} must be floating point on {p.v.device}, got {state.kv.dtype} "
                          f"on {state.kv.device}")
     if isinstance(state.length, bool) or not isinstance(state.length, int) or state.length < 0:
-        raise ValueError(f"{name}.length must be an int >= 0, got {state.length!r}")
+        raise ValueError(f"{name}: length must be an int >= 0, got {state.length!r}")
     return FavorState(state.kv.to(p.v.dtype), state.shift.to(p.v.dtype), state.length)
 
 
@@ -327,7 +330,8 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
         raise ValueError("initial_state / output_final_state are the recurrent state of causal "
                          "attention: pass causal=True")
     if initial_state is not None:
-        initial_state = _check_state(initial_state, "initial_state", b, hk, m,
+        initial_state = _check_state(initial_state, "the decoding state (initial_state / "
+                                     "state)", b, hk, m,
                                      p.v.shape[-1] + 1, p)
     with no_autocast(p.x.device):
         if n_q == 0 or n_k == 0:
