@@ -80,12 +80,13 @@ def test_short_sequences_slice_the_projection_and_skip_empty_windows():
     f = attn.value_projection.weight[..., :7].detach()
     torch.testing.assert_close(attn(q, k, v), linformer_attention_reference(q, k, v, e, f))
     # mean pooling over windows of 2: positions 0..6 fill windows 0..3; windows 4, 5 are empty
-    # and must not take part (a zero key would still get softmax weight)
+    # and must not take part (a zero key would still get softmax weight); window 3 holds only
+    # position 6, and its mean is that key (not half of it)
     pool = LinformerAttention(12, k=6, kind="mean").double()
     win = torch.zeros(1, 4, 7, dtype=F64)
     for i in range(4):
         win[0, i, 2 * i: 2 * i + 2] = 0.5
-    win[0, 3, 6] = 0.5
+    win[0, 3, 6] = 1.0
     torch.testing.assert_close(pool(q, k, v), softmax_attention_reference(
         q, torch.einsum("kn,bhnd->bhkd", win[0], k), torch.einsum("kn,bhnd->bhkd", win[0], v)))
 

@@ -32,7 +32,7 @@ def test_softmax_block_equals_torch_multihead_attention(causal):
     mask[1, 5:] = True
     attn_mask = torch.ones(7, 7, dtype=torch.bool).triu(1) if causal else None
     want, _ = ref(x, x, x, key_padding_mask=mask, attn_mask=attn_mask, need_weights=False)
-    torch.testing.assert_close(ours(x, mask), want)
+    torch.testing.assert_close(ours(x, key_padding_mask=mask), want)
 
 
 def test_model_options_are_accepted_by_every_mechanism():
@@ -84,7 +84,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="performer' needs head_dim"):
         build_attention("performer")
     mha = MultiheadAttention(8, 2)
-    with pytest.raises(ValueError, match=r"x must have shape \(batch, seq, embed_dim=8\)"):
+    with pytest.raises(ValueError, match=r"x must be a float tensor of shape \(batch, seq, 8\)"):
         mha(torch.randn(2, 5, 6))
     with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(batch, seq\)"):
-        mha(torch.randn(2, 5, 8), torch.zeros(2, 4, dtype=torch.bool))
+        mha(torch.randn(2, 5, 8), key_padding_mask=torch.zeros(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="pass key_padding_mask= by keyword"):
+        mha(torch.randn(2, 5, 8), torch.zeros(2, 5, dtype=torch.bool))

@@ -5,13 +5,18 @@ Two levels, like ``torch.nn.functional.scaled_dot_product_attention`` and
 ``torch.nn.MultiheadAttention``:
 
 * q/k/v level: ``attn(q, k, v, key_padding_mask=None)`` with q, k, v of shape
-  (batch, heads, seq, head_dim) returning (batch, heads, seq, head_dim);
-  ``key_padding_mask`` is (batch, seq) bool, True = padding (torch.nn.MultiheadAttention's
-  convention). Modules :class:`SoftmaxAttention`, :class:`LinformerAttention`,
+  (batch, heads, seq, head_dim) (or 3-d (batch * heads, seq, head_dim)) returning
+  (batch, heads, seq, head_dim); ``key_padding_mask`` is (batch, seq) bool, True = padding
+  (torch.nn.MultiheadAttention's convention); SDPA's keywords ``is_causal``, ``scale``,
+  ``attn_mask``, ``dropout_p``, ``enable_gqa`` (linear mechanisms: key masks only, no
+  dropout). Modules :class:`SoftmaxAttention`, :class:`LinformerAttention`,
   :class:`PerformerAttention`; functions :func:`softmax_attention`,
-  :func:`linformer_attention`, :func:`favor_attention` (each with a ``*_reference`` beside it).
+  :func:`linformer_attention`, :func:`favor_attention` (each with a ``*_reference`` beside it;
+  causal FAVOR+ can take and return a :class:`FavorState`: prefill, then :func:`favor_step`).
 * block level: ``MultiheadAttention(embed_dim, num_heads, attention=..., **options)``, called
-  as ``mha(x, key_padding_mask=None)`` with x (batch, seq, embed_dim).
+  as ``mha(x)``, ``mha(x, context)`` or ``mha(query, key, value)`` with (batch, seq, embed_dim)
+  inputs; ``num_kv_heads``, ``rotary``, and nn.MultiheadAttention's ``batch_first``,
+  ``kdim`` / ``vdim``, ``need_weights`` and state dict names.
 
 How a model builder passes options
 ----------------------------------
@@ -35,8 +40,9 @@ not branch on the name::
   ``kind="learned" | "mean" | "conv"``. ``causal=True`` raises ValueError (not causal).
 * Performer: ``num_features=`` (m, default 256), ``feature_map="positive" | "hyperbolic" |
   "trig" | "relu"``, ``orthogonal=``, ``redraw_interval=`` (training forward passes),
-  ``seed=``, ``chunk_size=`` (causal). Causal decoding one token at a time:
-  ``out, state = mha.step(x_t, state)`` with x_t (batch, 1, embed_dim), state None at first.
+  ``seed=``, ``stream=``, ``chunk_size=`` (causal). Causal decoding: ``out, state =
+  mha.prefill(prompt)``, then ``out, state = mha.step(x_t, state)`` with x_t (batch, 1,
+  embed_dim) (state None to start without a prompt).
 * A ready module can be passed instead of a name: ``MultiheadAttention(d, h, attention=mod)``.
 * By name without the block: ``build_attention("performer", head_dim=64, causal=True)``.
 """
@@ -67,7 +73,9 @@ from efflab.attention.performer import (
     favor_step,
     features_seed,
     random_feature_map,
+    redraw_due_features,
 )
+from efflab.attention.rotary import apply_rotary_embedding, rotary_embedding_reference
 from efflab.attention.softmax import (
     SoftmaxAttention,
     softmax_attention,
@@ -76,7 +84,8 @@ from efflab.attention.softmax import (
 )
 
 __all__ = [
-    "ATTENTIONS", "FEATURE_MAPS", "MODEL_OPTIONS", "PROJECTION_KINDS", "SHARING",
+    "ATTENTIONS", "FEATURE_MAPS", "apply_rotary_embedding", "redraw_due_features",
+    "rotary_embedding_reference", "MODEL_OPTIONS", "PROJECTION_KINDS", "SHARING",
     "FavorState", "LinformerAttention", "LinformerProjection", "MultiheadAttention",
     "PerformerAttention", "SoftmaxAttention", "build_attention", "causal_linear_attention",
     "causal_linear_attention_reference", "draw_random_features", "favor_attention",

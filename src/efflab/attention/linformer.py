@@ -25,7 +25,16 @@ import math
 import torch
 from torch import Tensor, nn
 
-from efflab.attention._checks import check_positive_int, check_qkv
+from efflab.attention._checks import (
+    as_4d,
+    check_bool,
+    check_dropout,
+    check_positive_int,
+    check_qkv,
+    check_scale,
+    key_mask_from_attn_mask,
+    resolve_causal,
+)
 from efflab.attention.softmax import softmax_attention, softmax_attention_reference
 
 PROJECTION_KINDS = ("learned", "mean", "conv")
@@ -54,19 +63,25 @@ def _check_projection_matrix(name: str, e: Tensor, heads: int, seq: int, q: Tens
         )
 
 
-def projected_padding_mask(e: Tensor, key_padding_mask: Tensor | None) -> Tensor | None:
-    """(batch, k) bool, True where projected key i is empty: no head's row E[:, i] has a
-    nonzero weight on an unpadded key. None when every projected key has support."""
+def projected_padding_mask(e: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    """(batch or 1, k) bool, True where projected key i is empty: no head's row E[:, i] has a
+    nonzero weight on an unpadded key. Tensor ops only (no data-dependent branch), so the
+    whole forward pass compiles as one graph."""
     nonzero = (e != 0).any(dim=0).to(e.dtype)  # (k, seq)
     if key_padding_mask is None:
-        empty = nonzero.sum(-1) == 0
-        return None if not bool(empty.any()) else empty[None].expand(1, -1)
+        return (nonzero.sum(-1) == 0)[None]
     valid = (~key_padding_mask).to(e.dtype)
     return (valid @ nonzero.transpose(0, 1)) == 0
 
 
-def _check_inputs(q, k, v, key_projection, value_projection, key_padding_mask):
-    check_qkv(q, k, v, key_padding_mask)
+def _prepare(q, k, v, key_projection, value_projection, key_padding_mask, is_causal,
+             attn_mask, enable_gqa, scale):
+    if is_causal is not None and is_causal is not False:
+        raise ValueError(_CAUSAL_ERROR)
+    check_qkv(q, k, v, key_padding_mask, False, enable_gqa)
+    was_3d, (q, k, v) = as_4d(q, k, v)
+    key_padding_mask = key_mask_from_attn_mask(attn_mask, key_padding_mask, q.shape[0],
+                                               k.shape[2], "Linformer")
     heads, n = k.shape[1], k.shape[2]
     _check_projection_matrix("key_projection", key_projection, heads, n, q)
     _check_projection_matrix("value_projection", value_projection, heads, n, q)
@@ -75,26 +90,49 @@ def _check_inputs(q, k, v, key_projection, value_projection, key_padding_mask):
             f"key_projection and value_projection must have the same k, got "
             f"{key_projection.shape[1]} and {value_projection.shape[1]}"
         )
+    return was_3d, q, k, v, key_padding_mask, check_scale(scale)
+
+
+def _window_sizes(e: Tensor, key_padding_mask: Tensor | None, batch: int) -> Tensor:
+    """(batch, 1 or heads, k, 1): the row sums of E over the unpadded keys, 1 where empty."""
+    valid = torch.ones(batch, e.shape[-1], dtype=e.dtype, device=e.device) \
+        if key_padding_mask is None else (~key_padding_mask).to(e.dtype)
+    sums = torch.einsum("bn,hkn->bhk", valid, e)[..., None]
+    return torch.where(sums > 0, sums, torch.ones_like(sums))
 
 
 def linformer_attention(q: Tensor, k: Tensor, v: Tensor, key_projection: Tensor,
                         value_projection: Tensor, key_padding_mask: Tensor | None = None,
-                        scale: float | None = None) -> Tensor:
+                        scale: float | None = None, *, attn_mask: Tensor | None = None,
+                        dropout_p: float = 0.0, is_causal: bool | None = None,
+                        enable_gqa: bool = False, normalize: bool = False) -> Tensor:
     """softmax(Q (E K)^T * scale) (F V), padded keys zeroed before projecting.
 
     key_projection E, value_projection F: (1 or heads, k, seq) (1 = shared by the heads).
+    ``normalize``: divide each projected key and value by its row of E summed over the unpadded
+    keys (for mean pooling: the mean over the window's unpadded keys, not over its size).
+    SDPA keywords: ``attn_mask`` only as a key mask (bool (batch, 1, 1, seq), True = attend);
+    ``dropout_p`` on the (seq_q x k) attention weights; ``is_causal`` must be False (see the
+    module docstring); ``enable_gqa``: k, v with fewer heads (projected once per kv head).
     """
-    _check_inputs(q, k, v, key_projection, value_projection, key_padding_mask)
+    was_3d, q, k, v, key_padding_mask, scale = _prepare(
+        q, k, v, key_projection, value_projection, key_padding_mask, is_causal, attn_mask,
+        enable_gqa, scale)
+    check_bool("normalize", normalize)
     if key_padding_mask is not None:
         keep = ~key_padding_mask[:, None, :, None]
         k = k * keep
         v = v * keep
-    kp = _project(key_projection, k)
-    vp = _project(value_projection, v)
-    empty = projected_padding_mask(key_projection, key_padding_mask)
-    if empty is not None:
-        empty = empty.expand(q.shape[0], -1)
-    return softmax_attention(q, kp, vp, key_padding_mask=empty, scale=scale)
+    # under autocast the projection comes out in the autocast dtype: back to q's, SDPA casts
+    kp = _project(key_projection, k).to(q.dtype)
+    vp = _project(value_projection, v).to(q.dtype)
+    if normalize:
+        kp = kp / _window_sizes(key_projection, key_padding_mask, k.shape[0])
+        vp = vp / _window_sizes(value_projection, key_padding_mask, k.shape[0])
+    empty = projected_padding_mask(key_projection, key_padding_mask).expand(q.shape[0], -1)
+    out = softmax_attention(q, kp, vp, key_padding_mask=empty, scale=scale,
+                            dropout_p=dropout_p, enable_gqa=q.shape[1] != k.shape[1])
+    return out[:, 0] if was_3d else out
 
 
 def _project(e: Tensor, x: Tensor) -> Tensor:
@@ -107,9 +145,13 @@ def _project(e: Tensor, x: Tensor) -> Tensor:
 def linformer_attention_reference(q: Tensor, k: Tensor, v: Tensor, key_projection: Tensor,
                                   value_projection: Tensor,
                                   key_padding_mask: Tensor | None = None,
-                                  scale: float | None = None) -> Tensor:
-    """The same by the book, one (batch, head) at a time, with the naive softmax."""
-    _check_inputs(q, k, v, key_projection, value_projection, key_padding_mask)
+                                  scale: float | None = None, *, enable_gqa: bool = False,
+                                  normalize: bool = False) -> Tensor:
+    """The same by the book, one (batch, head) at a time, with the naive softmax; a
+    normalized projected key is the weighted mean over the window's unpadded keys."""
+    was_3d, q, k, v, key_padding_mask, scale = _prepare(
+        q, k, v, key_projection, value_projection, key_padding_mask, None, None, enable_gqa,
+        scale)
     b, h, n = k.shape[:3]
     kp = k.new_zeros(b, h, key_projection.shape[1], k.shape[-1])
     vp = v.new_zeros(b, h, value_projection.shape[1], v.shape[-1])
@@ -118,14 +160,17 @@ def linformer_attention_reference(q: Tensor, k: Tensor, v: Tensor, key_projectio
         if key_padding_mask is not None:
             keep = (~key_padding_mask[i]).to(k.dtype)
         for j in range(h):
-            e = key_projection[j if key_projection.shape[0] > 1 else 0]
-            f = value_projection[j if value_projection.shape[0] > 1 else 0]
-            kp[i, j] = e @ (k[i, j] * keep[:, None])
-            vp[i, j] = f @ (v[i, j] * keep[:, None])
-    empty = projected_padding_mask(key_projection, key_padding_mask)
-    if empty is not None:
-        empty = empty.expand(b, -1)
-    return softmax_attention_reference(q, kp, vp, key_padding_mask=empty, scale=scale)
+            e = key_projection[j if key_projection.shape[0] > 1 else 0] * keep
+            f = value_projection[j if value_projection.shape[0] > 1 else 0] * keep
+            if normalize:
+                e = e / torch.where(e.sum(1, keepdim=True) > 0, e.sum(1, keepdim=True), 1.0)
+                f = f / torch.where(f.sum(1, keepdim=True) > 0, f.sum(1, keepdim=True), 1.0)
+            kp[i, j] = e @ k[i, j]
+            vp[i, j] = f @ v[i, j]
+    empty = projected_padding_mask(key_projection, key_padding_mask).expand(b, -1)
+    out = softmax_attention_reference(q, kp, vp, key_padding_mask=empty, scale=scale,
+                                      enable_gqa=q.shape[1] != h)
+    return out[:, 0] if was_3d else out
 
 
 class LinformerProjection(nn.Module):
@@ -144,6 +189,9 @@ class LinformerProjection(nn.Module):
         check_positive_int("heads", heads)
         if kind not in PROJECTION_KINDS:
             raise ValueError(f"kind must be one of {PROJECTION_KINDS}, got {kind!r}")
+        if k > max_seq_len:
+            raise ValueError(f"k {k} must be <= max_seq_len {max_seq_len}: Linformer projects "
+                             f"max_seq_len keys down to k")
         self.max_seq_len, self.k, self.kind, self.heads = max_seq_len, k, kind, heads
         if kind == "learned":
             self.weight = nn.Parameter(torch.randn(heads, k, max_seq_len) / math.sqrt(k))
@@ -197,23 +245,28 @@ class LinformerAttention(nn.Module):
         kind: ``learned``, ``mean`` or ``conv`` (ignored when ``projection`` is given).
         projection: a :class:`LinformerProjection` shared with other layers (layerwise).
         causal: must be False (see the module docstring); accepted so that model builders can
-            pass ``causal=`` to every attention alike.
+            pass ``causal=`` to every attention alike (alias ``is_causal``).
         scale: score scale, default 1/sqrt(head_dim).
+        dropout: dropout on the (seq x k) attention weights in training mode.
+
+    ``kind="mean"`` divides each pooled key by the number of unpadded keys in its window.
     """
 
     def __init__(self, max_seq_len: int | None = None, k: int | None = None,
                  num_heads: int | None = None, sharing: str | None = None,
                  kind: str = "learned", projection: LinformerProjection | None = None,
-                 causal: bool = False, scale: float | None = None):
+                 causal: bool = False, scale: float | None = None, *,
+                 is_causal: bool | None = None, dropout: float = 0.0):
         super().__init__()
-        if causal:
+        if resolve_causal(causal, is_causal):
             raise ValueError(_CAUSAL_ERROR)
+        self.dropout = check_dropout(dropout, True, "Linformer")
         if sharing is None:
             sharing = "layerwise" if projection is not None else "headwise"
         if sharing not in SHARING:
             raise ValueError(f"sharing must be one of {SHARING}, got {sharing!r}")
         self.sharing = sharing
-        self.scale = scale
+        self.scale = check_scale(scale)
         if sharing == "layerwise":
             if not isinstance(projection, LinformerProjection):
                 raise ValueError(
@@ -247,18 +300,25 @@ class LinformerAttention(nn.Module):
         self.max_seq_len = self.key_projection.max_seq_len
         self.k = self.key_projection.k
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor,
-                key_padding_mask: Tensor | None = None) -> Tensor:
-        n = k.shape[2] if isinstance(k, Tensor) and k.dim() == 4 else None
-        if n is None:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None = None,
+                *, attn_mask: Tensor | None = None, is_causal: bool | None = None,
+                enable_gqa: bool = False, dropout_p: float | None = None) -> Tensor:
+        if not isinstance(k, Tensor) or k.dim() not in (3, 4):
             check_qkv(q, k, v, key_padding_mask)
+        n = k.shape[-2]
         if n > self.max_seq_len:
             raise ValueError(f"sequence length {n} exceeds LinformerAttention's max_seq_len "
                              f"{self.max_seq_len}; build it with max_seq_len >= {n}")
-        e = self.key_projection.matrix(n).to(q.dtype)
+        dtype = q.dtype if isinstance(q, Tensor) else k.dtype
+        e = self.key_projection.matrix(n).to(dtype)
         f = e if self.value_projection is self.key_projection else \
-            self.value_projection.matrix(n).to(q.dtype)
-        return linformer_attention(q, k, v, e, f, key_padding_mask, self.scale)
+            self.value_projection.matrix(n).to(dtype)
+        if dropout_p is None:
+            dropout_p = self.dropout if self.training else 0.0
+        return linformer_attention(q, k, v, e, f, key_padding_mask, self.scale,
+                                   attn_mask=attn_mask, dropout_p=dropout_p,
+                                   is_causal=is_causal, enable_gqa=enable_gqa,
+                                   normalize=self.key_projection.kind == "mean")
 
     def extra_repr(self) -> str:
         return f"max_seq_len={self.max_seq_len}, k={self.k}, sharing={self.sharing!r}"
