@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from efflab.measure import synchronizer, time_fn
+from efflab.measure import interleaved_times, synchronizer, time_fn
 from efflab.measure.report import throughput_at
 
 
@@ -83,7 +83,8 @@ def test_throughput_synchronizes_the_measured_device():
         point = throughput_at(model, (torch.randn(4, 3),), 8, "inference",
                               torch.device("cpu"), warmup=1, repeats=3)
     assert seen[0] == torch.device("cpu")
-    assert seen.count("sync") == 1 + 3
+    # after the warm-up; then in each of the 3 rounds: before the timed call and after it
+    assert seen.count("sync") == 1 + 3 * 2
     assert point.status == "ok" and point.samples_per_s > 0
 
 
@@ -94,3 +95,23 @@ def test_bad_arguments_are_named():
         time_fn(lambda: None, warmup=-1)
     with pytest.raises(ValueError, match="device must be cpu, cuda or mps, got 'meta'"):
         synchronizer("meta")
+
+
+def test_interleaved_rounds_rotate_the_order_and_pair_round_medians():
+    order, now = [], [0.0]
+    cost = {"a": 1.0, "b": 2.0, "c": 3.0}
+
+    def step(name):
+        def fn():
+            order.append(name)
+            now[0] += cost[name]
+        return fn
+
+    times = interleaved_times({n: step(n) for n in "abc"}, rounds=3, repeats=2, warmup=1,
+                              clock=lambda: now[0])
+    timed = order[3:]  # the first round starts with one untimed call per step
+    assert order[:3] == ["a", "a", "a"] or order[0] == "a"
+    rounds = [timed[i:i + 6] for i in range(0, 18, 6)]
+    assert [r[0] for r in rounds][1:] == ["b", "c"]  # rotated every round
+    assert times["b"].round_medians_s == [2.0, 2.0, 2.0] and times["c"].median_s == 3.0
+    assert times["a"].repeats == 6 and times["a"].spread == 0.0

@@ -17,6 +17,7 @@ import torch
 
 from efflab import __version__
 from efflab import experiments as registry
+from efflab.cli import measure as measure_command
 from efflab.experiments.base import PROFILES, ConfigError
 from efflab.experiments.runner import (
     OutputError,
@@ -120,12 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="a folder written by `efflab run` or `efflab reproduce`")
     p.set_defaults(func=cmd_report)
 
-    try:
-        from efflab.measure import command as measure_command
-    except ImportError:
-        measure_command = None
-    if measure_command is not None and hasattr(measure_command, "add_parser"):
-        measure_command.add_parser(sub)
+    measure_command.add_parser(sub)
     return parser
 
 

@@ -33,7 +33,8 @@ aten = torch.ops.aten
 
 CONVENTION = (
     "1 multiply-add = 2 FLOPs; counted: matrix products, convolutions, attention kernels "
-    "(forward and backward, causal masks not discounted); element-wise, normalization, "
+    "(forward and backward; causal attention counted as the full matrix that runs, its "
+    "useful triangle reported separately); element-wise, normalization, "
     "softmax, reductions and optimizer updates are not counted and are listed as uncounted ops"
 )
 
@@ -99,28 +100,85 @@ if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
     EXTRA_FORMULAS[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _cpu_sdpa_backward
 
 
+def causal_fraction(s_q: int, s_k: int) -> float:
+    """Share of the ``s_q x s_k`` score matrix a causal mask keeps (top-left aligned)."""
+    if s_q < 1 or s_k < 1:
+        return 0.0
+    kept = sum(min(i + 1, s_k) for i in range(s_q))
+    return kept / (s_q * s_k)
+
+
 @dataclass
 class FlopCount:
-    """FLOPs of one call, split by op; ops without a formula listed with their call counts."""
+    """FLOPs of one call, split by op; ops without a formula listed with their call counts.
+
+    ``useful_total`` is ``total`` less the masked-out part of causal attention kernels;
+    ``by_module`` maps a module path (``"MLP.layers.0"``; ``"Global"`` is the whole call) to
+    ``{"forward": flops, "backward": flops}``, nested modules included in their parents.
+    """
 
     total: int
     by_op: dict[str, int] = field(default_factory=dict)
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     free_op_calls: int = 0
     convention: str = CONVENTION
+    useful_total: int | None = None
+    causal_attention_calls: int = 0
+    by_module: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.useful_total is None:
+            self.useful_total = self.total
+
+
+def _is_causal(func_packet, args, kwargs) -> bool:
+    """The ``is_causal`` argument of an attention op's call, found through its schema."""
+    try:
+        schema = func_packet.default._schema
+    except AttributeError:
+        return False
+    for i, arg in enumerate(schema.arguments):
+        if arg.name == "is_causal":
+            if "is_causal" in kwargs:
+                return bool(kwargs["is_causal"])
+            return bool(args[i]) if i < len(args) else False
+    return False
+
+
+def _query_key_lengths(func_packet, args) -> tuple[int, int]:
+    """``(s_q, s_k)`` of an attention op: forward ops take (query, key, ...), backward ops
+    (grad_out, query, key, ...)."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    q, k = (tensors[1], tensors[2]) if "backward" in str(func_packet) else (tensors[0],
+                                                                            tensors[1])
+    return int(q.shape[-2]), int(k.shape[-2])
 
 
 class _RecordingFlopCounter(FlopCounterMode):
-    """FlopCounterMode that also remembers every op it saw, so the ones without a formula
-    can be reported instead of silently contributing zero."""
+    """FlopCounterMode that also remembers every op it saw (so the ones without a formula
+    are reported instead of silently contributing zero), splits each module's FLOPs into
+    forward and backward, and measures what causal masks leave out."""
 
     def __init__(self) -> None:
         super().__init__(display=False, custom_mapping=EXTRA_FORMULAS)
         self.op_calls: Counter[str] = Counter()
+        self.by_module: dict[str, Counter[str]] = {}
+        self.causal_masked = 0.0
+        self.causal_calls = 0
 
     def _count_flops(self, func_packet, out, args, kwargs):
         self.op_calls[str(func_packet)] += 1
-        return super()._count_flops(func_packet, out, args, kwargs)
+        if func_packet in self.flop_registry:
+            flops = self.flop_registry[func_packet](*args, **kwargs, out_val=out)
+            phase = "backward" if self.mod_tracker.is_bw else "forward"
+            for parent in set(self.mod_tracker.parents):
+                self.flop_counts[parent][func_packet] += flops
+                self.by_module.setdefault(parent, Counter())[phase] += flops
+            if "attention" in str(func_packet) and _is_causal(func_packet, args, kwargs):
+                s_q, s_k = _query_key_lengths(func_packet, args)
+                self.causal_masked += flops * (1.0 - causal_fraction(s_q, s_k))
+                self.causal_calls += 1
+        return out
 
 
 def count_flops(fn: Callable[[], Any]) -> tuple[Any, FlopCount]:
@@ -140,5 +198,10 @@ def count_flops(fn: Callable[[], Any]) -> tuple[Any, FlopCount]:
             free += calls
         else:
             uncounted[op] = calls
-    return result, FlopCount(total=sum(by_op.values()), by_op=by_op, uncounted_ops=uncounted,
-                             free_op_calls=free)
+    total = sum(by_op.values())
+    by_module = {name: {"forward": int(c["forward"]), "backward": int(c["backward"])}
+                 for name, c in counter.by_module.items()}
+    return result, FlopCount(total=total, by_op=by_op, uncounted_ops=uncounted,
+                             free_op_calls=free,
+                             useful_total=int(round(total - counter.causal_masked)),
+                             causal_attention_calls=counter.causal_calls, by_module=by_module)

@@ -16,6 +16,9 @@ import ast
 from typing import Any
 
 import torch
+from torch import nn
+
+from efflab.measure.report import check_fits, measure
 
 _WORDS = {"true": True, "false": False, "none": None}
 
@@ -88,3 +91,69 @@ def make_inputs(shape: tuple[int, ...], batch_size: int, vocab: int | None = Non
     if vocab < 1:
         raise ValueError(f"vocab must be >= 1, got {vocab}")
     return torch.randint(0, vocab, (batch_size, *shape), generator=g)
+
+
+class SpecError(ValueError):
+    """A model spec, input shape or vocabulary that does not fit the model (bad input)."""
+
+
+def _probe(model: nn.Module, sample: torch.Tensor) -> Exception | None:
+    model.eval()
+    try:
+        with torch.inference_mode():
+            model(sample)
+    except Exception as e:  # noqa: BLE001 - the caller turns it into a message
+        return e
+    return None
+
+
+def prepare_spec(model_spec: str, input_shape: str | tuple[int, ...], *, batch_size: int = 8,
+                 vocab: int | None = None, seed: int = 0,
+                 device: torch.device | str = "cpu") -> tuple[nn.Module, torch.Tensor]:
+    """Build the model of ``model_spec`` and example inputs at ``batch_size``, after checking,
+    on one sample, that the model accepts inputs of ``input_shape`` (token ids below
+    ``vocab``, or floats): every mismatch raises :class:`SpecError` naming the value, and an
+    input batch that cannot fit in memory raises :class:`MemoryError`, both before any
+    measurement. Weights and inputs are drawn from ``seed``."""
+    from efflab.models import create_model
+
+    name, kwargs = parse_model_spec(model_spec)
+    shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
+    if batch_size < 1:
+        raise SpecError(f"batch_size must be >= 1, got {batch_size}")
+    if vocab is not None and vocab < 1:
+        raise SpecError(f"vocab must be >= 1, got {vocab}")
+    torch.manual_seed(seed)
+    try:
+        model = create_model(name, **kwargs)
+    except TypeError as e:
+        raise SpecError(f"model {name!r} does not take options {kwargs}: {e}") from None
+    text = "x".join(map(str, shape))
+    one = make_inputs(shape, 1, vocab, seed=seed)
+    error = _probe(model, one)
+    if error is not None:
+        if vocab is not None and _probe(model, make_inputs(shape, 1, None, seed)) is None:
+            raise SpecError(f"vocab {vocab}: model {name!r} takes float inputs, not token ids "
+                            "(leave out --vocab)") from None
+        if vocab is None and _probe(model, make_inputs(shape, 1, 2, seed)) is None:
+            raise SpecError(f"model {name!r} takes token ids: give their vocabulary size "
+                            "(--vocab N)") from None
+        raise SpecError(f"input {text}: model {name!r} fails on one sample of shape "
+                        f"{tuple(one.shape)} ({type(error).__name__}: {error})") from None
+    check_fits((one,), batch_size, torch.device(device))
+    return model, make_inputs(shape, batch_size, vocab, seed=seed)
+
+
+def measure_spec(model_spec: str, input_shape: str | tuple[int, ...], *, batch_size: int = 8,
+                 vocab: int | None = None, seed: int = 0, tokens_per_sample: int | None = None,
+                 **measure_options: Any):
+    """The cost report of a model given as text: :func:`prepare_spec`, then
+    :func:`efflab.measure.measure` (``measure_options`` pass through; with ``vocab`` the
+    tokens per sample default to the ids in one sample)."""
+    device = measure_options.get("device", "cpu")
+    model, inputs = prepare_spec(model_spec, input_shape, batch_size=batch_size, vocab=vocab,
+                                 seed=seed, device=device)
+    if tokens_per_sample is None and vocab is not None:
+        tokens_per_sample = int(inputs[0].numel())
+    return measure(model, inputs, name=model_spec, tokens_per_sample=tokens_per_sample,
+                   **measure_options)
