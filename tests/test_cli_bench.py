@@ -76,6 +76,7 @@ def test_a_tiny_run_writes_json_with_every_repeat_and_the_plot(tmp_path, capsys)
     assert report["torch_version"] == torch.__version__ and report["threads"] == 1
     assert report["date_utc"] and report["machine"]["cpu_model"]
     assert len(report["load"]["loadavg_before"]) == 3 and report["load"]["loadavg_after"]
+    assert isinstance(report["unreliable"], list) and report["load"]["samples"] >= 1
     assert report["matmul_peak"]["flop_per_s"] > 0 and len(report["matmul_peak"]["runs"]) == 2
     assert "four n x m x d products" in report["flop_formulas"]["favor"]
     res = report["results"]["noncausal"]
@@ -89,3 +90,14 @@ def test_a_tiny_run_writes_json_with_every_repeat_and_the_plot(tmp_path, capsys)
     assert favor["per_n"][2]["ratio_to_baseline"] is None  # no sdpa at 256
     assert 0 < favor["per_n"][0]["utilization"]
     assert "linformer" in report["summary"]["linformer"]["mechanisms"]
+
+
+def test_help_shows_examples_that_run_as_copied(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "attention", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "examples:" in out and "--sdpa-max" in out
+    example = next(line.split("efflab ", 1)[1] for line in out.splitlines()
+                   if "--no-memory --out" in line)
+    cfg = config_from_args(build_parser().parse_args(example.split()))
+    assert cfg.lengths == [256, 512, 1024] and cfg.repeats == 1 and not cfg.memory

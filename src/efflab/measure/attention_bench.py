@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from efflab.measure.load import LoadSampler
+from efflab.measure.load import LoadSampler, load_reasons
 from efflab.measure.machine import machine_info, usable_cores
 from efflab.measure.memory import cpu_peak_growth, cuda_peak_growth
 from efflab.measure.peak import matmul_peak
@@ -282,6 +282,25 @@ def _memory(bench: AttentionStep, step: Callable[[], Any], device: torch.device,
     return {"peak_mib": pm.bytes / 2**20, "method": pm.method}
 
 
+def _time_one_by_one(steps: dict[str, Callable[[], Any]], repeats: int,
+                     sync: Callable[[], None], sampler: LoadSampler,
+                     errors: dict[str, str]) -> dict[str, Any]:
+    """Fallback after an out-of-memory in the interleaved rounds (a GPU holding the caches
+    of several mechanisms): each mechanism alone, one out-of-memory recorded per mechanism."""
+    timings = {}
+    for mech, step in steps.items():
+        try:
+            timings[mech] = time_fn(step, warmup=0, repeats=repeats, sync=sync,
+                                    sampler=sampler)
+        except Exception as e:  # noqa: BLE001
+            if not is_out_of_memory(e):
+                raise
+            errors[mech] = "out of memory"
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return timings
+
+
 def run_length(cfg: BenchConfig, case: str, n: int, sampler: LoadSampler) -> dict[str, Any]:
     """Time (and measure the memory of) every selected mechanism of ``case`` at length ``n``."""
     device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
@@ -315,8 +334,13 @@ def run_length(cfg: BenchConfig, case: str, n: int, sampler: LoadSampler) -> dic
             continue
         benches[mech], steps[mech] = bench, step
     if steps:
-        timings = interleaved_times(steps, rounds=cfg.repeats, repeats=1, warmup=0,
-                                    sync=sync, sampler=sampler)
+        try:
+            timings = interleaved_times(steps, rounds=cfg.repeats, repeats=1, warmup=0,
+                                        sync=sync, sampler=sampler)
+        except Exception as e:  # noqa: BLE001 - the mechanisms together did not fit
+            if not is_out_of_memory(e):
+                raise
+            timings = _time_one_by_one(steps, cfg.repeats, sync, sampler, entry["errors"])
         for mech, t in timings.items():
             entry["time"][mech] = {"median_s": t.median_s, "min_s": t.min_s,
                                    "spread": t.spread, "all_s": t.times_s}
@@ -394,6 +418,9 @@ def run(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> dict
         "threads": cfg.threads,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default: active)"),
         "load": load.summary(),
+        # a busy machine (more runnable tasks than cores) makes every timing, the peak too,
+        # unreliable: utilization can even exceed 1 when the peak's GEMM was the unlucky one
+        "unreliable": load_reasons(load),
         "config": asdict(cfg),
         "setup": {"batch": 1, "heads": HEADS, "head_dim": HEAD_DIM, "features": FEATURES,
                   "linformer_embed": EMBED, "linformer_k": LINFORMER_K,
@@ -420,6 +447,7 @@ def table(report: dict[str, Any]) -> str:
     lines = [f"matmul peak {peak / 1e9:.1f} GFLOP/s ({report['machine']['device_name']}, "
              f"{report['config']['dtype']}, {report['threads']} thread(s)); "
              f"load {report['load']['loadavg_before']} -> {report['load']['loadavg_after']}"]
+    lines += [f"UNRELIABLE timings: {why}" for why in report["unreliable"]]
     for case, cs in report["summary"].items():
         lines.append(f"\n{case} (ratios to {cs['baseline']})")
         lines.append(f"{'mechanism':<18} {'n':>7} {'time s':>9} {'x base':>7} "
@@ -434,8 +462,9 @@ def table(report: dict[str, Any]) -> str:
             line = (f"{'':<18} slope of log time {_fmt(ms['time_slope'], '.2f')}, "
                     f"of log memory {_fmt(ms['memory_slope'], '.2f')}")
             if mech != cs["baseline"]:
-                line += (f"; faster than {cs['baseline']} from n = "
-                         f"{_fmt(ms['crossover_n'], 'd')}")
+                line += (f"; faster than {cs['baseline']} from n = {ms['crossover_n']} on"
+                         if ms["crossover_n"] else
+                         f"; not faster than {cs['baseline']} at the longest n")
             lines.append(line)
         notes: dict[str, set[str]] = {}
         for e in report["results"][case].values():
