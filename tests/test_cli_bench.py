@@ -93,6 +93,9 @@ def test_a_tiny_run_writes_json_with_every_repeat_and_the_plot(tmp_path, capsys)
 
 
 def test_help_shows_examples_that_run_as_copied(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "examples:\n  efflab bench attention" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         main(["bench", "attention", "--help"])
     out = capsys.readouterr().out

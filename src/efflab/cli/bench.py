@@ -45,7 +45,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``bench`` (with its one benchmark, ``attention``) to an argparse subparsers."""
     bench = subparsers.add_parser("bench", help="benchmarks: attention speed, memory and "
                                                 "utilization against sequence length",
-                                  description="Benchmarks of efflab's mechanisms.")
+                                  description="Benchmarks of efflab's mechanisms.",
+                                  epilog="examples:\n  efflab bench attention --lengths 256 "
+                                         "512 --repeats 1 --no-memory --out /tmp/bench",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     sub.required = True
     p = sub.add_parser("attention", help="attention: time, memory, utilization vs n",
