@@ -17,6 +17,7 @@ import torch
 
 from efflab import __version__
 from efflab import experiments as registry
+from efflab.cli import bench as bench_command
 from efflab.cli import measure as measure_command
 from efflab.experiments.base import PROFILES, ConfigError
 from efflab.experiments.launchers import (
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     measure_command.add_parser(sub)
+    bench_command.add_parser(sub)
     return parser
 
 
