@@ -30,7 +30,8 @@ of the per-feature estimates of every orthogonal pair, which has the exact serie
 
 Theorem 2 of the paper bounds the improvement for one block (m <= d)::
 
-    MSE(orthogonal positive) <= MSE(positive) - 2 (m - 1) / (m (d + 2)) (SM - exp(-(|x|^2 + |y|^2) / 2))^2
+    MSE(orthogonal positive) <= MSE(positive) - 2 (m - 1) / (m (d + 2)) (SM - exp(-c))^2,
+    c = (|x|^2 + |y|^2) / 2,
 
 which is the k = 2 term of the series (the tests check the bound against the series).
 
