@@ -397,7 +397,14 @@ def _too_few_expressions(cfg: ListOpsConfig) -> str | None:
                               changed["min_length"], changed["max_length"])
         if c > count:
             options.append(f"{name}={value} gives {c:.4g}")
-    hint = ("; ".join(options) + ")") if options else "none of the bounds alone helps)"
+    if not options:  # no single bound helps: all of them together
+        together = {"max_length": cfg.max_length * 2, "min_length": cfg.min_length // 2,
+                    "max_depth": cfg.max_depth + 1, "max_args": cfg.max_args + 1}
+        c = count_expressions(together["max_depth"], together["max_args"],
+                              together["min_length"], together["max_length"])
+        options.append("no single bound helps; together " + ", ".join(
+            f"{k}={v}" for k, v in together.items()) + f" give {c:.4g}")
+    hint = "; ".join(options) + ")"
     return (f"only {count:.0f} distinct expressions exist with max_depth={cfg.max_depth}, "
             f"max_args={cfg.max_args} and min_length={cfg.min_length} < tokens < "
             f"max_length={cfg.max_length}, but num_train + num_val + num_test = {cfg.total} "
