@@ -150,6 +150,7 @@ TINY_SPECTRUM = dict(min_length=20, max_length=60, num_train=60, num_test=30, em
                      accuracy_examples=20)
 
 
+@pytest.mark.slow
 def test_linformer_spectrum_tiny_run(tmp_path):
     _, _, results, claims = _tiny_run("linformer-spectrum", tmp_path, **TINY_SPECTRUM)
     tr = np.asarray(results["trained"]["at_index"])
