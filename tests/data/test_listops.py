@@ -19,6 +19,7 @@ from efflab.data.listops import (
     PAD_ID,
     ListOpsConfig,
     apply_operator,
+    count_expressions,
     decode,
     encode,
     evaluate,
@@ -253,7 +254,10 @@ def test_encode_decode_round_trip_and_padding():
 @pytest.mark.parametrize("kwargs, name", [
     ({"max_depth": 0}, "max_depth"), ({"max_args": 1}, "max_args"),
     ({"p_operator": 1.5}, "p_operator"), ({"min_length": 10, "max_length": 11}, "min_length"),
-    ({"num_train": -1}, "num_train"),
+    ({"num_train": -1}, "num_train"), ({"min_length": float("nan")}, "min_length"),
+    ({"max_length": 2000.0}, "max_length"), ({"max_depth": True}, "max_depth"),
+    ({"p_operator": float("nan")}, "p_operator"), ({"seed": -1}, "seed"),
+    ({"num_test": "5"}, "num_test"),
 ])
 def test_bad_config_names_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -264,4 +268,65 @@ def test_impossible_length_window_is_a_clear_error():
     cfg = ListOpsConfig(max_depth=2, max_args=4, min_length=10, max_length=20,
                         num_train=5, num_val=0, num_test=0)
     with pytest.raises(ValueError, match="min_length=10 cannot be exceeded"):
+        generate_listops(cfg)
+
+
+def _brute_force_count(max_depth, max_args, min_length, max_length):
+    """Distinct trees by direct recursion over (levels, tokens): an independent count."""
+    from functools import lru_cache
+
+    @lru_cache(None)
+    def trees(levels, tokens):
+        n = 10 if tokens == 1 else 0
+        if levels > 1 and tokens >= 4:
+            @lru_cache(None)
+            def runs(j, rest):
+                if j == 0:
+                    return 1 if rest == 0 else 0
+                return sum(trees(levels - 1, t) * runs(j - 1, rest - t)
+                           for t in range(1, rest + 1))
+            n += 4 * sum(runs(j, tokens - 2) for j in range(2, max_args + 1))
+        return n
+
+    return sum(trees(max_depth, t) for t in range(min_length + 1, max_length))
+
+
+@pytest.mark.parametrize("bounds", [(1, 10, 0, 5), (2, 3, 0, 10), (3, 3, 3, 14), (3, 4, 5, 20),
+                                    (4, 2, 0, 30)])
+def test_count_of_distinct_expressions_matches_brute_force(bounds):
+    assert count_expressions(*bounds) == _brute_force_count(*bounds)
+
+
+def test_a_request_of_exactly_every_expression_succeeds_and_one_more_is_refused_at_once(
+        monkeypatch):
+    # depth 2, two arguments, 4 tokens: 4 operators x 10 x 10 digits = 400 expressions
+    every = ListOpsConfig(max_depth=2, max_args=2, min_length=3, max_length=5, num_train=300,
+                          num_val=50, num_test=50, seed=1)
+    assert count_expressions(2, 2, 3, 5) == 400
+    flat, offsets, labels = generate_listops(every)
+    assert len({flat[offsets[i]:offsets[i + 1]].tobytes() for i in range(400)}) == 400
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("an impossible request must be refused before any draw")
+
+    monkeypatch.setattr(lo, "_grow", no_drawing)
+    too_many = ListOpsConfig(max_depth=2, max_args=2, min_length=3, max_length=5,
+                             num_train=401, num_val=0, num_test=0)
+    with pytest.raises(ValueError, match=r"only 400 distinct.*= 401.*no single bound helps; "
+                       r"together max_length=10.* give 5\.636e\+06"):
+        generate_listops(too_many)
+    empty = ListOpsConfig(max_depth=3, max_args=2, min_length=1, max_length=4, num_train=1,
+                          num_val=0, num_test=0)
+    with pytest.raises(ValueError, match="only 0 distinct.*max_length=8 gives"):
+        generate_listops(empty)
+
+
+def test_a_window_the_generator_almost_never_reaches_stops_with_advice(monkeypatch):
+    # many distinct expressions of 110-121 tokens exist at depth 3, but LRA's process
+    # (an operator with probability 0.25) essentially never grows one
+    cfg = ListOpsConfig(max_depth=3, max_args=10, min_length=110, max_length=122,
+                        num_train=50, num_val=0, num_test=0)
+    assert count_expressions(3, 10, 110, 122) > 1e6
+    monkeypatch.setattr(lo, "_STALLED_CHUNKS", 2)
+    with pytest.raises(ValueError, match="widen the window"):
         generate_listops(cfg)

@@ -72,19 +72,21 @@ class ListOpsConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_depth < 1:
-            raise ValueError(f"max_depth must be >= 1, got {self.max_depth}")
-        if self.max_args < 2:
-            raise ValueError(f"max_args must be >= 2, got {self.max_args}")
-        if not 0.0 < self.p_operator < 1.0:
-            raise ValueError(f"p_operator must be in (0, 1), got {self.p_operator}")
-        if self.min_length < 0 or self.max_length <= self.min_length + 1:
+        for name, lo in (("max_depth", 1), ("max_args", 2), ("min_length", 0),
+                         ("max_length", 1), ("num_train", 0), ("num_val", 0), ("num_test", 0),
+                         ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+            if value < lo:
+                raise ValueError(f"{name} must be >= {lo}, got {value}")
+        p = self.p_operator
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p < 1.0:
+            raise ValueError(f"p_operator must be a number in (0, 1), got {p!r}")
+        if self.max_length <= self.min_length + 1:
             raise ValueError(
                 "lengths must satisfy 0 <= min_length < max_length - 1 (bounds are exclusive), "
                 f"got min_length={self.min_length}, max_length={self.max_length}")
-        for name in ("num_train", "num_val", "num_test"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.num_train + self.num_val + self.num_test < 1:
             raise ValueError("num_train + num_val + num_test must be >= 1")
 
@@ -208,6 +210,12 @@ def pad_batch(sequences: list[list[int]] | list[np.ndarray], length: int | None 
     for i, s in enumerate(sequences):
         tokens[i, : len(s)] = torch.as_tensor(np.asarray(s, dtype=np.int64))
     return tokens, tokens == PAD_ID
+
+
+#: generation gives up after this many chunks in a row without a new unique expression, or
+#: after this many drawn trees per requested example
+_STALLED_CHUNKS = 8
+_MAX_DRAWS_PER_EXAMPLE = 200
 
 
 # ------------------------------------------------------------------ reference generator
@@ -345,6 +353,65 @@ def _max_possible_length(cfg: ListOpsConfig) -> int:
     return longest
 
 
+#: counts above this are not tracked exactly (every request is far below it)
+_COUNT_CAP = 1e30
+
+
+def count_expressions(max_depth: int, max_args: int, min_length: int, max_length: int) -> float:
+    """How many distinct expressions have ``min_length < tokens < max_length`` (exclusive) and
+    at most ``max_depth`` levels, each operator with 2..``max_args`` arguments.
+
+    Counted by length: a tree of one level is one of 10 digits (1 token); a tree of ``h``
+    levels is also an operator (4 choices) with 2..max_args subtrees of ``h - 1`` levels at
+    most, whose lengths add up to ``tokens - 2``. Exact below 2**53; capped at 1e30 (float).
+    """
+    size = max_length  # lengths 0 .. max_length - 1
+    trees = np.zeros(size)
+    trees[1] = 10.0
+    for _ in range(max_depth - 1):
+        seq = trees.copy()  # sequences of j subtrees, j = 1 at first
+        total = np.zeros(size)
+        for _ in range(max_args - 1):  # j = 2 .. max_args subtrees
+            seq = np.minimum(np.convolve(seq, trees)[:size], _COUNT_CAP)
+            total += seq
+        nxt = np.zeros(size)  # a digit, or an operator over shallower subtrees
+        nxt[1] = 10.0
+        nxt[2:] = 4 * total[: size - 2]
+        trees = np.minimum(nxt, _COUNT_CAP)
+    return float(np.minimum(trees[min_length + 1: max_length].sum(), _COUNT_CAP))
+
+
+def _too_few_expressions(cfg: ListOpsConfig) -> str | None:
+    """The error text when fewer distinct expressions exist than ``cfg.total``, naming the
+    bounds whose change would make room; None when there are enough."""
+    count = count_expressions(cfg.max_depth, cfg.max_args, cfg.min_length, cfg.max_length)
+    if count >= cfg.total:
+        return None
+    options = []
+    for name, value in (("max_length", cfg.max_length * 2), ("min_length", cfg.min_length // 2),
+                        ("max_depth", cfg.max_depth + 1), ("max_args", cfg.max_args + 1)):
+        if getattr(cfg, name) == value:
+            continue
+        changed = {**asdict(cfg), name: value}
+        c = count_expressions(changed["max_depth"], changed["max_args"],
+                              changed["min_length"], changed["max_length"])
+        if c > count:
+            options.append(f"{name}={value} gives {c:.4g}")
+    if not options:  # no single bound helps: all of them together
+        together = {"max_length": cfg.max_length * 2, "min_length": cfg.min_length // 2,
+                    "max_depth": cfg.max_depth + 1, "max_args": cfg.max_args + 1}
+        c = count_expressions(together["max_depth"], together["max_args"],
+                              together["min_length"], together["max_length"])
+        options.append("no single bound helps; together " + ", ".join(
+            f"{k}={v}" for k, v in together.items()) + f" give {c:.4g}")
+    hint = "; ".join(options) + ")"
+    return (f"only {count:.0f} distinct expressions exist with max_depth={cfg.max_depth}, "
+            f"max_args={cfg.max_args} and min_length={cfg.min_length} < tokens < "
+            f"max_length={cfg.max_length}, but num_train + num_val + num_test = {cfg.total} "
+            f"unique ones are requested: request at most {count:.0f}, or widen a bound ("
+            + hint)
+
+
 def generate_listops(cfg: ListOpsConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw ``cfg.total`` unique expressions with ``min_length < tokens < max_length``.
 
@@ -357,11 +424,14 @@ def generate_listops(cfg: ListOpsConfig) -> tuple[np.ndarray, np.ndarray, np.nda
             f"min_length={cfg.min_length} cannot be exceeded: with max_depth={cfg.max_depth} "
             f"and max_args={cfg.max_args} the longest expression has "
             f"{_max_possible_length(cfg)} tokens")
+    message = _too_few_expressions(cfg)
+    if message:
+        raise ValueError(message)
     rng = np.random.default_rng(cfg.seed)
     seen: set[bytes] = set()
     pieces: list[np.ndarray] = []
     labels: list[int] = []
-    drawn = 0
+    drawn = before = stalled = 0
     chunk = 8192
     while len(pieces) < cfg.total:
         levels, alive = _grow(rng, chunk, cfg)
@@ -379,10 +449,20 @@ def generate_listops(cfg: ListOpsConfig) -> tuple[np.ndarray, np.ndarray, np.nda
             if len(pieces) == cfg.total:
                 break
         drawn += chunk
-        if drawn >= 1000 * cfg.total + 100_000 and len(pieces) < cfg.total:
+        found = len(pieces) - before
+        before = len(pieces)
+        stalled = stalled + 1 if found == 0 else 0
+        # enough distinct expressions exist, but the generator almost never draws the missing
+        # ones (the window holds only rare trees, or the common ones are used up)
+        if len(pieces) < cfg.total and (stalled >= _STALLED_CHUNKS
+                                        or drawn >= _MAX_DRAWS_PER_EXAMPLE * cfg.total
+                                        + 1_000_000):
             raise ValueError(
-                f"only {len(pieces)} unique expressions of {cfg.total} requested after "
-                f"{drawn} trees drawn; widen the length bounds or lower the sizes ({cfg})")
+                f"only {len(pieces)} unique expressions of the {cfg.total} requested after "
+                f"{drawn} trees drawn ({stalled} chunks in a row found none new): with "
+                f"max_depth={cfg.max_depth} and max_args={cfg.max_args}, LRA's generator "
+                f"rarely makes trees with {cfg.min_length} < tokens < {cfg.max_length}; "
+                f"widen the window (min_length / max_length) or request fewer examples")
         # aim the next chunk at what is still missing, from the acceptance rate so far
         rate = max(len(pieces), 1) / drawn
         missing = cfg.total - len(pieces)
