@@ -226,7 +226,8 @@ def use_efflab_attention(model: nn.Module, attention: str = "performer", **optio
         raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
     _check_options(attention, options)
     if not hasattr(model, "set_attn_implementation"):
-        raise ValueError(f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
+        raise ValueError(
+            f"model must be a transformers PreTrainedModel, got {type(model).__name__}")
     config = model.config
     if getattr(config, "add_cross_attention", False):
         raise ValueError("models with cross-attention (add_cross_attention=True) are not "
