@@ -17,6 +17,7 @@ from efflab.attention import PerformerAttention
 from efflab.integrations.huggingface import (
     FavorCache,
     attention_modules,
+    build_measurable,
     build_model,
     expand_kv_heads,
     load_pretrained,
@@ -247,3 +248,12 @@ def test_build_model_by_name():
         build_model("t5")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['num_layers'\]"):
         build_model("gpt2", num_layers=2)
+
+
+def test_measurable_wrapper_is_tensor_in_tensor_out():
+    wrapped = build_measurable("bert", attention="linformer", k=8, num_hidden_layers=1)
+    ids = torch.randint(0, 256, (2, 12))
+    with torch.no_grad():
+        out = wrapped(ids)
+        assert isinstance(out, torch.Tensor) and out.shape == (2, 12, 256)
+        torch.testing.assert_close(out, wrapped.model(ids).logits)

@@ -25,10 +25,16 @@ from efflab.integrations.huggingface.attention import (
 )
 from efflab.integrations.huggingface.cache import FavorCache, FavorCacheLayer
 from efflab.integrations.huggingface.masks import allowed_pattern, key_padding_from_mask
-from efflab.integrations.huggingface.models import ARCHITECTURES, build_model, load_pretrained
+from efflab.integrations.huggingface.models import (
+    ARCHITECTURES,
+    LogitsOf,
+    build_measurable,
+    build_model,
+    load_pretrained,
+)
 
 __all__ = [
     "ARCHITECTURES", "ATTENTIONS", "IMPLEMENTATION", "FavorCache", "FavorCacheLayer",
-    "allowed_pattern", "attention_modules", "build_model", "efflab_attention_forward",
+    "LogitsOf", "allowed_pattern", "attention_modules", "build_measurable", "build_model", "efflab_attention_forward",
     "expand_kv_heads", "key_padding_from_mask", "load_pretrained", "use_efflab_attention",
 ]

@@ -76,6 +76,25 @@ def build_model(arch: str, attention: str = "softmax", seed: int = 0, **options:
     return use_efflab_attention(model, attention, **attn_opts).eval()
 
 
+class LogitsOf(nn.Module):
+    """``model(input_ids) -> logits`` as a plain tensor-in, tensor-out module (no cache), so
+    that tools made for such modules (``efflab.measure``) take a HF model as it is.
+    input_ids: (batch, seq) long; returns (batch, seq, vocab)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, use_cache=False).logits
+
+
+def build_measurable(arch: str, **options: Any) -> LogitsOf:
+    """:func:`build_model` wrapped in :class:`LogitsOf`: what ``efflab measure hf:ARCH:...``
+    measures (inputs: token ids below the config's ``vocab_size``)."""
+    return LogitsOf(build_model(arch, **options))
+
+
 def _saved_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
