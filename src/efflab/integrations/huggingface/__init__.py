@@ -35,6 +35,7 @@ from efflab.integrations.huggingface.models import (
 
 __all__ = [
     "ARCHITECTURES", "ATTENTIONS", "IMPLEMENTATION", "FavorCache", "FavorCacheLayer",
-    "LogitsOf", "allowed_pattern", "attention_modules", "build_measurable", "build_model", "efflab_attention_forward",
-    "expand_kv_heads", "key_padding_from_mask", "load_pretrained", "use_efflab_attention",
+    "LogitsOf", "allowed_pattern", "attention_modules", "build_measurable", "build_model",
+    "efflab_attention_forward", "expand_kv_heads", "key_padding_from_mask", "load_pretrained",
+    "use_efflab_attention",
 ]
