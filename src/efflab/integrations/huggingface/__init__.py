@@ -15,7 +15,14 @@ Importing this package registers the implementation ``"efflab"`` with
 See docs/huggingface.md.
 """
 
-from efflab.integrations.huggingface.attention import (
+import transformers
+
+if int(transformers.__version__.split(".")[0]) < 5:
+    # the cache layers, the mask registry and `generate(cache=...)` used here are transformers 5
+    raise ImportError("efflab.integrations.huggingface needs transformers >= 5 (tested with "
+                      f"5.24.0), found {transformers.__version__}")
+
+from efflab.integrations.huggingface.attention import (  # noqa: E402
     ATTENTIONS,
     IMPLEMENTATION,
     attention_modules,
