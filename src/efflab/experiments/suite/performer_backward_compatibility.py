@@ -37,7 +37,7 @@ import torch
 
 from efflab.experiments import register
 from efflab.experiments.base import Claim, Experiment, ExperimentConfig, RunContext, Table
-from efflab.experiments.checks import each, in_range, nonempty, param, positive
+from efflab.experiments.checks import each, in_range, nonempty, nonnegative, param, positive
 from efflab.experiments.verdicts import (
     at_least,
     interval_at_least,
@@ -45,6 +45,7 @@ from efflab.experiments.verdicts import (
     mean_interval,
 )
 from efflab.seeding import derive_seed
+from efflab.train import learning_rate
 
 #: the corpus: these standard-library modules, concatenated in this order (all exist in 3.11+)
 STDLIB_FILES = ("textwrap.py", "heapq.py", "bisect.py", "fnmatch.py", "shlex.py",
@@ -67,12 +68,15 @@ class Config(ExperimentConfig):
     n_head: int = param(4, "attention heads", check=positive)
     num_features: int = param(64, "FAVOR+ random features per head (m)", check=positive)
     lr: float = param(3e-3, "AdamW learning rate (all three runs)", check=positive)
+    warmup_steps: int = param(10, "linear warmup of every run (a fresh optimizer's first "
+                              "full-size steps would shake the transferred weights)",
+                              check=nonnegative)
     pretrain_steps: int = param(200, "softmax training steps", check=positive)
     finetune_steps: int = param(80, "fine-tuning budget after the swap", check=positive)
     scratch_steps: int = param(200, "budget of the Performer trained from scratch",
                                check=positive)
     eval_every: int = param(10, "steps between evaluations", check=positive)
-    eval_windows: int = param(32, "held-out windows of seq_len bytes per evaluation",
+    eval_windows: int = param(128, "held-out windows of seq_len bytes per evaluation",
                               check=positive)
     tolerance: float = param(0.05, "recovered: eval loss <= softmax's final + this (nats/byte)",
                              check=positive)
@@ -95,7 +99,7 @@ class Config(ExperimentConfig):
     def full(cls) -> Config:
         return cls(seq_len=128, batch=32, n_layer=4, n_embd=128, num_features=128,
                    pretrain_steps=3000, finetune_steps=1500, scratch_steps=3000,
-                   eval_every=50, eval_windows=128, seeds=(0, 1, 2, 3, 4))
+                   eval_every=50, eval_windows=512, warmup_steps=100, seeds=(0, 1, 2, 3, 4))
 
 
 # ------------------------------------------------------------------------- data
@@ -142,7 +146,8 @@ def evaluate_lm(model, eval_x: torch.Tensor) -> tuple[float, float]:
 
 def train_lm(model, train: torch.Tensor, starts: torch.Tensor, eval_x: torch.Tensor,
              config: Config, steps: int) -> dict[str, list[float]]:
-    """AdamW on the windows ``starts[:steps]``; eval at step 0 and every ``eval_every``."""
+    """AdamW (linear warmup, then constant) on the windows ``starts[:steps]``; eval at step 0
+    and every ``eval_every``."""
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr)
     curve: dict[str, list[float]] = {"step": [], "loss": [], "accuracy": []}
     t0 = time.perf_counter()
@@ -155,6 +160,8 @@ def train_lm(model, train: torch.Tensor, starts: torch.Tensor, eval_x: torch.Ten
             curve["accuracy"].append(acc)
         if step == steps:
             break
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, steps, config.lr, config.warmup_steps)
         x = windows(train, starts[step], config.seq_len)
         out = model(x, labels=x)
         opt.zero_grad(set_to_none=True)
