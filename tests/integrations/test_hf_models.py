@@ -133,16 +133,19 @@ def _greedy_reference(model, ids, mask, steps):
     return ids, logits_seen
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_generate_with_performer_equals_the_step_by_step_reference(arch):
-    model = use_efflab_attention(_model(arch), "performer", num_features=32)
+@pytest.mark.parametrize("arch,attention", [("gpt2", "performer"), ("llama", "performer"),
+                                            ("llama", "softmax")])
+def test_generate_equals_the_step_by_step_reference(arch, attention):
+    model = use_efflab_attention(_model(arch), attention,
+                                 **({"num_features": 32} if attention == "performer" else {}))
     ids = _ids(batch=2, seq=5)
     mask = torch.ones_like(ids)
     mask[1, :2] = 0  # left padding, as generate wants it
     steps = 6
     with torch.no_grad():
         want_ids, want_logits = _greedy_reference(model, ids, mask, steps)
-        for cache in (FavorCache(), None):  # efflab's recurrent state, HF's key/value cache
+        # efflab's recurrent state (Performer only), HF's key/value cache
+        for cache in (FavorCache(), None) if attention == "performer" else (None,):
             out = model.generate(ids, attention_mask=mask, max_new_tokens=steps,
                                  do_sample=False, pad_token_id=0, eos_token_id=None,
                                  output_logits=True, return_dict_in_generate=True,
