@@ -9,7 +9,7 @@ SRC = Path(efflab.__file__).resolve().parent
 LAYER = {
     "io": 0, "progress": 0, "seeding": 0,
     "attention": 1, "init": 1, "theory": 1,
-    "models": 2,
+    "models": 2, "integrations": 2,
     "data": 3, "train": 3, "measure": 3,
     "experiments": 4,
     "report": 5, "cli": 5, "__main__": 5,
