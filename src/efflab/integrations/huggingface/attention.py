@@ -196,7 +196,9 @@ def build_layer_attention(attention: str, module: nn.Module, config, options: di
     if attention == "performer":
         opts = dict(options)
         seed = derive_seed(int(opts.pop("seed", 0)), "performer-features", layer)
-        return PerformerAttention(_head_dim(module), causal=causal, seed=seed, **opts)
+        # the seed is already per layer: a fixed stream keeps the features independent of
+        # the caller's global random state
+        return PerformerAttention(_head_dim(module), causal=causal, seed=seed, stream=0, **opts)
     if causal:
         raise ValueError(
             f"attention='linformer' cannot serve {type(module).__name__} (layer {layer}), a "
