@@ -33,6 +33,7 @@ authors' code (``sub_batch: 128``); see ``efflab.train.gradient``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,8 @@ class FullBatchVsSGDConfig(ExperimentConfig):
     @classmethod
     def full(cls) -> FullBatchVsSGDConfig:
         # the paper's Table 1 on CIFAR-10, ResNet-18, for a GPU (hours per row)
-        return cls(rows=ROWS, dataset="cifar10", model="resnet18", width=64, augment_pad=4,
+        return cls(rows=ROWS, dataset="cifar10", cifar_root=os.environ.get("EFFLAB_CIFAR10", ""),
+                   model="resnet18", width=64, augment_pad=4,
                    augment_flip=True, sgd_epochs=300, sgd_batch=128, sgd_warmup_epochs=5,
                    fb_steps=3000, fb_warmup=400, grad_reg_block=128, strong_block=32,
                    micro_batch=128, match_tol=0.5, eval_points=30)
@@ -143,7 +145,8 @@ class FullBatchVsSGDConfig(ExperimentConfig):
             raise ConfigError(f"rows must include 'sgd' and 'fb' (the gap), got {self.rows}")
         if self.dataset == "cifar10" and not self.cifar_root:
             raise ConfigError("dataset=cifar10 needs cifar_root (the folder holding "
-                              "cifar-10-batches-py): --set cifar_root=PATH")
+                              "cifar-10-batches-py): --set cifar_root=PATH, or set "
+                              "EFFLAB_CIFAR10 for the full profile")
 
 
 def train_config(row: str, c: dict[str, Any], n_train: int) -> dict[str, Any]:
