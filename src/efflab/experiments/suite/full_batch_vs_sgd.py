@@ -232,13 +232,6 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def _worst(verdicts: list[str]) -> str:
-    for v in ("not reproduced", "inconclusive", "partly"):
-        if v in verdicts:
-            return v
-    return "reproduced"
-
-
 @register
 class FullBatchVsSGD(Experiment):
     name = "full-batch-vs-sgd"
