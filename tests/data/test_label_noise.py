@@ -55,3 +55,27 @@ def test_errors_name_the_argument():
         flip_labels(y, 0.1, 2, g)
     with pytest.raises(ValueError, match="1-D int64"):
         flip_labels(y.float(), 0.1, 3, g)
+
+
+def test_resample_labels_matches_reference_and_changes_p_times_9_10():
+    from efflab.data.label_noise import resample_labels, resample_labels_reference
+
+    y = _labels(400, 10, 6)
+    a = resample_labels(y, 0.3, 10, torch.Generator().manual_seed(7))
+    b = resample_labels_reference(y, 0.3, 10, torch.Generator().manual_seed(7))
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.flipped, b.flipped)
+    assert torch.equal(a.flipped, a.labels != y) and torch.equal(y, _labels(400, 10, 6))
+    # the notebook's noise: a uniform draw over all classes, so p (1 - 1/C) of labels change
+    n, p, c = 40000, 0.15, 10
+    big = _labels(n, c, 8)
+    noisy = resample_labels(big, p, c, torch.Generator().manual_seed(9))
+    q = p * (1 - 1 / c)
+    assert abs(int(noisy.flipped.sum()) - n * q) <= 5 * (n * q * (1 - q)) ** 0.5
+    # a redrawn label is uniform over all classes: the kept original shows up as often as others
+    zeros = torch.zeros(30000, dtype=torch.int64)
+    counts = torch.bincount(resample_labels(zeros, 1.0, 4, torch.Generator().manual_seed(1))
+                            .labels, minlength=4).double()
+    chi2 = float(((counts - 7500) ** 2 / 7500).sum())
+    assert chi2 < 22.0  # 3 degrees of freedom: P(chi2 > 22) ~ 6e-5
+    with pytest.raises(ValueError, match="p must be in"):
+        resample_labels(y, 1.5, 10, torch.Generator())

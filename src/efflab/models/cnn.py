@@ -45,3 +45,39 @@ class ConvNet(nn.Module):
 def cnn(in_channels: int = 1, width: int = 32, depth: int = 3, num_classes: int = 10,
         kernel_size: int = 3, dim: int = 1) -> ConvNet:
     return ConvNet(in_channels, width, depth, num_classes, kernel_size, dim)
+
+
+class MNIST1DConvNet(nn.Module):
+    """The CNN of the MNIST-1D deep double descent notebook (Greydanus,
+    ``notebooks/deep-double-descent.ipynb``): three stride-2 1-D convolutions of ``channels``
+    channels (kernels 5, 3, 3; padding 1) with ReLUs, flattened into one linear layer. The
+    width that is swept is ``channels``.
+
+    x: (batch, length) or (batch, 1, length) -> (batch, num_classes)
+    """
+
+    def __init__(self, channels: int = 16, length: int = 40, num_classes: int = 10):
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        out = length
+        for k in (5, 3, 3):
+            out = (out + 2 - k) // 2 + 1
+        if out < 1:
+            raise ValueError(f"length must leave at least one position after three stride-2 "
+                             f"convolutions, got length={length}")
+        self.features = nn.Sequential(
+            nn.Conv1d(1, channels, 5, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Linear(channels * out, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        return self.head(self.features(x).flatten(1))
+
+
+@register_model("mnist1d_cnn")
+def mnist1d_cnn(channels: int = 16, length: int = 40, num_classes: int = 10) -> MNIST1DConvNet:
+    return MNIST1DConvNet(channels, length, num_classes)
