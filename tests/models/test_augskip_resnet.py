@@ -180,19 +180,21 @@ def test_bad_arguments_are_named(kwargs, message):
         _net(**kwargs)
 
 
-def test_one_channel_input_trains_to_distinct_channels():
+def test_one_channel_input_starts_with_two_features_and_training_separates_them():
     """Symmetry breaking (docs/zero-init.md): the stem gives every channel the same signal
-    (row 0 of H is all ones), yet after a few steps the channels into the classifier differ,
-    because the Hadamard shortcut sends different combinations back to them."""
+    (row 0 of H is all ones) and the widening shortcut's Hadamard turns 8 equal channels into
+    2 nonzero ones of 16; yet training separates them, because the gradients coming back
+    through the Hadamard differ from channel to channel."""
     from efflab.experiments.suite.zero_vs_random import distinct_features
 
     torch.manual_seed(0)
     model = zero_init_(_net(1, True, widths=(8, 16)))
     x, y = torch.randn(64, 1, 16), torch.randint(0, 3, (64,))
+    assert distinct_features(model, x) == (2, 12)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     for _ in range(10):
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-    distinct, _ = distinct_features(model, x)
-    assert distinct > 8
+    distinct, dead = distinct_features(model, x)
+    assert distinct >= 6 and dead == 0

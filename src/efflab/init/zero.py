@@ -344,6 +344,6 @@ def _torch_mha_rule(module: nn.MultiheadAttention, scale: Scale) -> None:
 
 
 __all__ = [
-    "ZeroCheck", "ZeroRule", "check_zero_conv", "register_zero_rule", "residual_zeros", "start_at_zero_", "zero_conv_",
-    "zero_conv_reference", "zero_init_", "zero_rule_for",
+    "ZeroCheck", "ZeroRule", "check_zero_conv", "register_zero_rule", "residual_zeros",
+    "start_at_zero_", "zero_conv_", "zero_conv_reference", "zero_init_", "zero_rule_for",
 ]
