@@ -34,7 +34,9 @@ def test_resnet_activation_option_is_used_everywhere():
 def test_low_rank_experiment_counts_the_rank_of_w_minus_i(tmp_path):
     exp = get("zero-low-rank")
     config = dataclasses.replace(exp.Config.quick(), width=16, depth=2, steps=4,
-                                 num_samples=300, inits=("zero", "kaiming"))
+                                 num_samples=300, inits=("zero", "kaiming"), wide_width=48,
+                                 wide_steps=3, conv_steps=2, conv_widths=(4, 8))
+    config.validate()
     results = exp.run(config, RunContext(device=torch.device("cpu"), outdir=tmp_path))
     zero, kaiming = results["runs"]["zero"]["ranks"], results["runs"]["kaiming"]["ranks"]
     assert list(zero) == ["net.2"]                      # the one square (16 x 16) layer
@@ -45,7 +47,14 @@ def test_low_rank_experiment_counts_the_rank_of_w_minus_i(tmp_path):
     verdicts = {c.text: c.verdict for c in exp.claims(results, config)}
     assert verdicts["Under random initialization W - I is full rank from the start"] \
         == "reproduced"
-    assert exp.figures(results, config, tmp_path) == ["zero_low_rank.png"]
+    # Theorem 1: the partial-identity start leaves units 40..47 dead, so W - I of the square
+    # layer never gains rank beyond 40
+    t1 = results["theorem1"]
+    assert max(max(v) for v in t1["partial_identity"]["ranks"].values()) <= 40
+    assert results["conv"]["zero"]["stable_rank"][0] == 0.0        # every kernel starts at 0
+    assert results["conv"]["kaiming"]["stable_rank"][0] > 1.0
+    assert exp.figures(results, config, tmp_path) == ["zero_low_rank.png",
+                                                      "zero_low_rank_theorem1_conv.png"]
     assert (tmp_path / "zero_low_rank.png").stat().st_size > 0
 
 
@@ -147,10 +156,13 @@ def test_low_rank_claims_can_fail():
     full = [16] * 5
     results = {"width": 16, "runs": {
         "zero": {"ranks": {"l": full}, "stable_ranks": {"l": [0.0, 9.0, 9.0]}},
-        "kaiming": {"ranks": {"l": full}, "stable_ranks": {"l": [9.0, 9.0, 9.0]}}}}
+        "kaiming": {"ranks": {"l": full}, "stable_ranks": {"l": [9.0, 9.0, 9.0]}}},
+        "theorem1": {"width": 128, "partial_identity": {"ranks": {"l": [0, 10, 60]}},
+                     "algorithm1": {"ranks": {"l": [0, 10, 30]}}},
+        "conv": {"zero": {"stable_rank": [0.0, 9.0]}, "kaiming": {"stable_rank": [9.0, 9.0]}}}
     verdicts = [(c.kind, c.verdict) for c in exp.claims(results, config)]
     assert ("property", "not reproduced") in verdicts          # ZerO not at 0: a bug
-    assert [v for k, v in verdicts if k == "reproduction"] == ["not reproduced"] * 3
+    assert [v for k, v in verdicts if k == "reproduction"] == ["not reproduced"] * 6
 
 
 def test_distinct_features_sees_units_tied_by_the_hadamard_rows():
