@@ -238,17 +238,15 @@ class ZeroVsRandom(Experiment):
         c = config
         device = str(ctx.device)
         tasks = _tasks(c)
-        points = [dict(task, task=name, init=label, device=device, batch_size=c.batch_size,
+        points = [dict({k: v for k, v in task.items() if k != "inits"}, task=name,
+                       init=label, seed=s, device=device, batch_size=c.batch_size,
                        digits_size=c.digits_size, mnist1d_samples=c.mnist1d_samples,
-                       cifar_root=c.cifar_root, inits=None,
+                       cifar_root=c.cifar_root,
                        order_seed=derive_seed(c.seed, "zero-vs-random", name, s),
                        init_seed=derive_seed(c.seed, "zero-vs-random", name, label, s))
                   for name, task in tasks.items() for label in task["inits"] for s in c.seeds]
         results = sweep(train_point, points, ctx, "zero-vs-random-v4", desc="zero-vs-random")
-        seed_of = {(name, label, derive_seed(c.seed, "zero-vs-random", name, s)): s
-                   for name, task in tasks.items() for label in task["inits"] for s in c.seeds}
-        runs = [{"task": p["task"], "init": p["init"],
-                 "seed": seed_of[(p["task"], p["init"], p["order_seed"])], **r}
+        runs = [{"task": p["task"], "init": p["init"], "seed": p["seed"], **r}
                 for p, r in zip(points, results)]
         cifar = ("run" if "cifar10" in tasks else
                  f"not run: no CIFAR-10 batches at cifar_root={c.cifar_root!r}")
