@@ -105,7 +105,7 @@ class ZeroDeepNoBN(Experiment):
     checks = ("ZerO trains residual networks without batch norm at depths where plain random "
               "initialization fails; Fixup and ReZero shown as the fair baselines")
     Config = Config
-    budget_s = {"quick": 45.0, "full": 6 * 3600.0}
+    budget_s = {"quick": 60.0, "full": 6 * 3600.0}
 
     def run(self, config: Config, ctx: RunContext) -> dict[str, Any]:
         c = config
