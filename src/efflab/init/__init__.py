@@ -16,6 +16,7 @@ from efflab.init.matrices import (
     hadamard,
     hadamard_reference,
     hadamard_scale,
+    is_power_of_two,
     partial_identity,
     zero_matrix,
     zero_matrix_reference,
@@ -42,9 +43,9 @@ from efflab.init.zero import (
 
 __all__ = [
     "INITS", "SCALES", "SCHEMES", "ResidualGate", "ScalarBias", "check_zero_conv", "fixup_",
-    "hadamard", "hadamard_reference", "hadamard_scale", "initialize_", "partial_identity",
-    "random_init_", "register_zero_rule", "residual_branches", "residual_gates_",
-    "residual_zeros", "rezero_", "skipinit_",
+    "hadamard", "hadamard_reference", "hadamard_scale", "initialize_", "is_power_of_two",
+    "partial_identity", "random_init_", "register_zero_rule", "residual_branches",
+    "residual_gates_", "residual_zeros", "rezero_", "skipinit_",
     "start_at_zero_", "zero_conv_", "zero_conv_reference", "zero_init_", "zero_matrix",
     "zero_matrix_reference", "zero_rule_for",
 ]

@@ -42,15 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from efflab.init import hadamard, partial_identity, register_zero_rule
+from efflab.init import hadamard, is_power_of_two, partial_identity, register_zero_rule
 from efflab.models import register_model
 from efflab.models.mlp import ZeroReLU
 
 _ACTIVATIONS = {"relu": nn.ReLU, "zero_relu": ZeroReLU}
-
-
-def _is_power_of_two(n: int) -> bool:
-    return isinstance(n, int) and n >= 1 and n & (n - 1) == 0
 
 
 def channel_hadamard(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -78,7 +74,7 @@ class ChannelHadamard(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        if not _is_power_of_two(channels):
+        if not is_power_of_two(channels):
             raise ValueError(f"channels must be a power of two for the Hadamard transform, "
                              f"got {channels!r}")
         self.register_buffer("matrix", hadamard(channels) / math.sqrt(channels))
@@ -209,7 +205,7 @@ class AugSkipResNet(nn.Module):
                              "same length")
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in blocks):
             raise ValueError(f"blocks must be ints >= 0, got {blocks}")
-        bad = [w for w in widths if not _is_power_of_two(w)]
+        bad = [w for w in widths if not is_power_of_two(w)]
         if bad:
             raise ValueError(f"widths must be powers of two (the Hadamard transforms), "
                              f"got widths={widths}")

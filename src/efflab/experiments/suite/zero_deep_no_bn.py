@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from efflab.experiments import Claim, Experiment, ExperimentConfig, RunContext, Table, register
-from efflab.experiments.checks import each, in_range, nonempty, one_of, param, positive
+from efflab.experiments.checks import Check, each, in_range, nonempty, one_of, param, positive
 from efflab.experiments.sweep import sweep
 from efflab.experiments.verdicts import at_least, at_most
-from efflab.init import initialize_
+from efflab.init import initialize_, is_power_of_two
 from efflab.models import create_model
 from efflab.seeding import derive_seed
 
@@ -49,7 +49,7 @@ class Config(ExperimentConfig):
     depths: tuple[int, ...] = param((2, 8, 16), "residual blocks (split over two stages)",
                                     check=nonempty & each(in_range(2, 4096)))
     width: int = param(8, "first stage's channels (a power of two: the Hadamard transforms)",
-                       check=one_of(*(2 ** k for k in range(13))))
+                       check=Check(is_power_of_two, "a power of two"))
     inits: tuple[str, ...] = param(tuple(SETUPS), "initializations compared",
                                    check=nonempty & each(one_of(*SETUPS)))
     seeds: tuple[int, ...] = param((0,), "training seeds",

@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from efflab.experiments import Claim, Experiment, ExperimentConfig, RunContext, Table, register
-from efflab.experiments.checks import each, in_range, nonempty, one_of, param, positive
+from efflab.experiments.checks import Check, each, in_range, nonempty, one_of, param, positive
 from efflab.experiments.sweep import sweep
 from efflab.experiments.verdicts import at_least, at_most
-from efflab.init import initialize_, partial_identity
+from efflab.init import initialize_, is_power_of_two, partial_identity
 from efflab.models import create_model
 
 PAPER = "ZerO initialization (Zhao et al., TMLR 2022)"
@@ -69,8 +69,8 @@ class Config(ExperimentConfig):
     conv_steps: int = param(120, "convolutions: SGD steps of each ResNet on the digits",
                             check=positive)
     conv_widths: tuple[int, ...] = param((16, 32), "convolutions: ResNet widths (powers of two)",
-                                         check=nonempty & each(one_of(*(2 ** k for k in
-                                                                        range(13)))))
+                                         check=nonempty & each(Check(is_power_of_two,
+                                                                     "a power of two")))
 
     @classmethod
     def quick(cls) -> Config:

@@ -35,7 +35,7 @@ from efflab.experiments import Claim, Experiment, ExperimentConfig, RunContext, 
 from efflab.experiments.checks import Check, each, in_range, nonempty, one_of, param, positive
 from efflab.experiments.sweep import sweep
 from efflab.experiments.verdicts import at_most, difference_interval, interval_at_least
-from efflab.init import initialize_
+from efflab.init import initialize_, is_power_of_two
 from efflab.models import create_model
 from efflab.seeding import derive_seed
 
@@ -58,7 +58,7 @@ NETWORK = {"zero": "augmented-skip pre-activation ResNet, BN",
            "rezero": "post-activation ResNet, no BN, residual gate"}
 _inits = nonempty & each(one_of(*LABELS))
 _widths = nonempty & each(positive)
-_power_of_two = Check(lambda v: v >= 1 and v & (v - 1) == 0, "a power of two")
+_power_of_two = Check(is_power_of_two, "a power of two")
 _powers_of_two = nonempty & each(_power_of_two)
 
 
