@@ -32,8 +32,9 @@ Scale = Literal["orthonormal", "paper"]
 SCALES = ("orthonormal", "paper")
 
 
-def _is_power_of_two(n: int) -> bool:
-    return n >= 1 and (n & (n - 1)) == 0
+def is_power_of_two(n: object) -> bool:
+    """``n`` is an int (not a bool) in {1, 2, 4, 8, ...}."""
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 1 and (n & (n - 1)) == 0
 
 
 def hadamard(n: int, dtype: torch.dtype = torch.float32,
@@ -43,7 +44,7 @@ def hadamard(n: int, dtype: torch.dtype = torch.float32,
     Built by doubling, ``H_{2k} = [[H_k, H_k], [H_k, -H_k]]``, so that ``H @ H.T = n * I``.
     Returns (n, n).
     """
-    if not isinstance(n, int) or not _is_power_of_two(n):
+    if not isinstance(n, int) or not is_power_of_two(n):
         raise ValueError(f"n must be a power of two (1, 2, 4, ...), got {n!r}")
     h = torch.ones(1, 1, dtype=dtype, device=device)
     while h.shape[0] < n:
@@ -54,7 +55,7 @@ def hadamard(n: int, dtype: torch.dtype = torch.float32,
 def hadamard_reference(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Entry by entry: ``H[i, j] = (-1)^popcount(i & j)``, the closed form of Sylvester's
     construction. Slow; for tests."""
-    if not isinstance(n, int) or not _is_power_of_two(n):
+    if not isinstance(n, int) or not is_power_of_two(n):
         raise ValueError(f"n must be a power of two (1, 2, 4, ...), got {n!r}")
     h = torch.empty(n, n, dtype=dtype)
     for i in range(n):
@@ -130,6 +131,7 @@ def _check_dims(rows: int, cols: int) -> None:
 
 
 __all__ = [
-    "SCALES", "Scale", "hadamard", "hadamard_reference", "hadamard_scale", "partial_identity",
+    "SCALES", "Scale", "hadamard", "hadamard_reference", "hadamard_scale", "is_power_of_two",
+    "partial_identity",
     "zero_matrix", "zero_matrix_reference",
 ]

@@ -49,7 +49,14 @@ last layer is then the norm layer: its weight starts at 0 and the convolution be
 its Algorithm 2 value, which is what ``BasicBlock.branch_last`` returns.
 
 Unknown module types that hold parameters are refused with an error naming them; add a rule
-with :func:`register_zero_rule`.
+with :func:`register_zero_rule`. Every check (a rule for each module, odd kernels, layers to
+start at zero that hold parameters) runs before any parameter is changed, so a refused model
+is left exactly as it was.
+
+The authors' own ResNet (``efflab.models.augskip_resnet``, docs/zero-init.md) is built so
+that this one call gives exactly their initialization: its 3x3 convolutions are all branch
+ends (whole kernel 0), its width-changing 1x1 shortcuts are a partial-identity convolution
+type with its own rule, and its Hadamard transforms are fixed buffers, not parameters.
 """
 
 from __future__ import annotations
@@ -60,16 +67,24 @@ import torch
 from torch import nn
 
 from efflab.init.matrices import SCALES, Scale, zero_matrix
+from efflab.init.scalars import ResidualGate, ScalarBias
 
 #: a rule sets the module's *own* parameters (not its children's) in place
 ZeroRule = Callable[[nn.Module, Scale], None]
 
+#: a check raises ValueError for a module its rule cannot handle, changing nothing
+ZeroCheck = Callable[[nn.Module], None]
+
 _RULES: dict[type[nn.Module], ZeroRule] = {}
+_CHECKS: dict[type[nn.Module], ZeroCheck] = {}
 
 
-def register_zero_rule(module_type: type[nn.Module], rule: ZeroRule | None = None):
+def register_zero_rule(module_type: type[nn.Module], rule: ZeroRule | None = None,
+                       check: ZeroCheck | None = None):
     """Teach :func:`zero_init_` a module type: ``rule(module, scale)`` must set every parameter
     that ``module`` holds itself (``module.parameters(recurse=False)``), deterministically.
+    ``check(module)``, if given, raises ``ValueError`` for a module the rule cannot handle;
+    :func:`zero_init_` runs every check before any rule, so a refused model stays untouched.
 
     Usable directly, ``register_zero_rule(MyLayer, my_rule)``, or as a decorator,
     ``@register_zero_rule(MyLayer)``. Subclasses of a registered type use its rule unless they
@@ -77,11 +92,17 @@ def register_zero_rule(module_type: type[nn.Module], rule: ZeroRule | None = Non
     """
     if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
         raise TypeError(f"module_type must be a subclass of torch.nn.Module, got {module_type!r}")
+    if check is not None and not callable(check):
+        raise TypeError(f"check must be callable, got {check!r}")
 
     def deco(fn: ZeroRule) -> ZeroRule:
         if not callable(fn):
             raise TypeError(f"rule must be callable, got {fn!r}")
         _RULES[module_type] = fn
+        if check is None:
+            _CHECKS.pop(module_type, None)
+        else:
+            _CHECKS[module_type] = check
         return fn
 
     return deco if rule is None else deco(rule)
@@ -95,6 +116,26 @@ def zero_rule_for(module: nn.Module) -> ZeroRule | None:
     return None
 
 
+def _check_for(module: nn.Module) -> ZeroCheck | None:
+    for cls in type(module).__mro__:
+        if cls in _RULES:
+            return _CHECKS.get(cls)
+    return None
+
+
+def check_zero_conv(shape: tuple[int, ...], groups: int = 1) -> None:
+    """Raise ``ValueError`` unless Algorithm 2 applies to a kernel of ``shape``
+    (out_channels, in_channels // groups, *kernel_size): odd kernel sizes, groups dividing
+    out_channels."""
+    if len(shape) < 3:
+        raise ValueError(f"weight must be (out, in/groups, *kernel), got shape {tuple(shape)}")
+    kernel = tuple(shape[2:])
+    if any(k % 2 == 0 for k in kernel):
+        raise ValueError(f"ZerO needs odd kernel sizes (a centre tap), got kernel_size={kernel}")
+    if groups < 1 or shape[0] % groups:
+        raise ValueError(f"groups must divide out_channels={shape[0]}, got groups={groups}")
+
+
 @torch.no_grad()
 def zero_conv_(weight: torch.Tensor, scale: Scale = "orthonormal", groups: int = 1
                ) -> torch.Tensor:
@@ -104,15 +145,9 @@ def zero_conv_(weight: torch.Tensor, scale: Scale = "orthonormal", groups: int =
     every kernel size odd. All taps are zeroed; the centre tap gets, for each group, the
     Algorithm 1 matrix (out_channels // groups, in_channels // groups).
     """
-    if weight.dim() < 3:
-        raise ValueError(
-            f"weight must be (out, in/groups, *kernel), got shape {tuple(weight.shape)}")
+    check_zero_conv(tuple(weight.shape), groups)
     kernel = tuple(weight.shape[2:])
-    if any(k % 2 == 0 for k in kernel):
-        raise ValueError(f"ZerO needs odd kernel sizes (a centre tap), got kernel_size={kernel}")
     out_ch, in_per_group = weight.shape[:2]
-    if groups < 1 or out_ch % groups:
-        raise ValueError(f"groups must divide out_channels={out_ch}, got groups={groups}")
     block = zero_matrix(out_ch // groups, in_per_group, scale, dtype=weight.dtype,
                         device=weight.device)
     weight.zero_()
@@ -141,15 +176,20 @@ def zero_conv_reference(shape: tuple[int, ...], scale: Scale = "orthonormal", gr
     return w
 
 
-@torch.no_grad()
-def start_at_zero_(module: nn.Module) -> nn.Module:
-    """Set every parameter ``module`` holds itself to 0 (a norm layer then outputs 0 too)."""
-    own = list(module.parameters(recurse=False))
-    if not own:
+def _check_start_at_zero(module: nn.Module) -> None:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"layers to start at zero must be modules, got {type(module).__name__}")
+    if not list(module.parameters(recurse=False)):
         raise ValueError(f"{type(module).__name__} holds no parameters of its own, so it cannot "
                          "start at zero; mark the layer itself (e.g. the last Linear, Conv or "
                          "norm layer of the branch)")
-    for p in own:
+
+
+@torch.no_grad()
+def start_at_zero_(module: nn.Module) -> nn.Module:
+    """Set every parameter ``module`` holds itself to 0 (a norm layer then outputs 0 too)."""
+    _check_start_at_zero(module)
+    for p in module.parameters(recurse=False):
         p.zero_()
     return module
 
@@ -203,10 +243,24 @@ def zero_init_(model: nn.Module, scale: Scale = "orthonormal",
                 f"efflab.init.register_zero_rule({kind.__name__}, rule)")
         todo.append((sub, rule))
     # every module is checked before any is changed, so a refusal leaves the model untouched
-    for sub, rule in todo:
-        rule(sub, scale)
-    for layer in residual_zeros(model) if zeros is None else zeros:
-        start_at_zero_(layer)
+    for sub, _ in todo:
+        check = _check_for(sub)
+        if check is not None:
+            check(sub)
+    zeros = residual_zeros(model) if zeros is None else list(zeros)
+    for layer in zeros:
+        _check_start_at_zero(layer)
+    # a registered rule without a check may still raise half-way: put everything back then
+    saved = [(t, t.detach().clone()) for t in (*model.parameters(), *model.buffers())]
+    try:
+        for sub, rule in todo:
+            rule(sub, scale)
+        for layer in zeros:
+            start_at_zero_(layer)
+    except Exception:
+        for t, value in saved:
+            t.copy_(value)
+        raise
     return model
 
 
@@ -224,17 +278,21 @@ def _linear_rule(module: nn.Linear, scale: Scale) -> None:
     _zero_bias(module)
 
 
-def _conv_rule(module: nn.modules.conv._ConvNd, scale: Scale) -> None:
+def _conv_check(module: nn.modules.conv._ConvNd) -> None:
     try:
-        zero_conv_(module.weight, scale, groups=module.groups)
+        check_zero_conv(tuple(module.weight.shape), module.groups)
     except ValueError as e:
         raise ValueError(
             f"{type(module).__name__}(kernel_size={module.kernel_size}): {e}") from None
+
+
+def _conv_rule(module: nn.modules.conv._ConvNd, scale: Scale) -> None:
+    zero_conv_(module.weight, scale, groups=module.groups)
     _zero_bias(module)
 
 
 for _conv in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
-    register_zero_rule(_conv, _conv_rule)
+    register_zero_rule(_conv, _conv_rule, check=_conv_check)
 
 
 def _norm_rule(module: nn.Module, scale: Scale) -> None:
@@ -247,6 +305,16 @@ def _norm_rule(module: nn.Module, scale: Scale) -> None:
 
 for _norm in (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm):
     register_zero_rule(_norm, _norm_rule)
+
+
+@register_zero_rule(ResidualGate)
+def _gate_rule(module: ResidualGate, scale: Scale) -> None:
+    module.weight.fill_(1.0)
+
+
+@register_zero_rule(ScalarBias)
+def _scalar_bias_rule(module: ScalarBias, scale: Scale) -> None:
+    module.bias.zero_()
 
 
 @register_zero_rule(nn.Embedding)
@@ -276,6 +344,6 @@ def _torch_mha_rule(module: nn.MultiheadAttention, scale: Scale) -> None:
 
 
 __all__ = [
-    "ZeroRule", "register_zero_rule", "residual_zeros", "start_at_zero_", "zero_conv_",
-    "zero_conv_reference", "zero_init_", "zero_rule_for",
+    "ZeroCheck", "ZeroRule", "check_zero_conv", "register_zero_rule", "residual_zeros",
+    "start_at_zero_", "zero_conv_", "zero_conv_reference", "zero_init_", "zero_rule_for",
 ]
