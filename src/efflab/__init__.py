@@ -11,4 +11,4 @@ Layers, lowest first (a module only imports from its own layer or lower ones):
 ``efflab.io`` (atomic writes) and ``efflab.progress`` (progress bars) sit below all of them.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
