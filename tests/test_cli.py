@@ -164,8 +164,9 @@ def test_run_writes_complete_folder_and_report(tmp_path, capsys):
     folder = out / "double-descent-linear"
     rec = json.loads((folder / "results.json").read_text())
     assert rec["status"] == "ok" and rec["seed"] == 3 and rec["config"]["trials"] == 40
-    assert rec["verdict"] in ("reproduced", "partly", "not reproduced")
-    assert {"python", "torch", "efflab", "device", "git_commit"} <= set(rec["environment"])
+    assert rec["verdict"] in ("reproduced", "partly", "inconclusive", "not reproduced")
+    assert {"python_version", "torch_version", "efflab_version", "device", "device_name",
+            "usable_cores", "torch_threads", "numpy_version", "git_commit"} <= set(rec["environment"])
     assert rec["wall_time_s"] > 0 and len(rec["claims"]) >= 3
     for fig in rec["figures"]:
         assert (folder / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -399,6 +399,9 @@ class Experiment:
     budget_s: ClassVar[dict[str, float]] = {"quick": 60.0, "full": 3600.0}
     #: overrides of the quick profile for a seconds-long end-to-end run (see the class doc)
     smoke: ClassVar[dict[str, Any]] = {}
+    #: True when even the smoke run takes more than a few seconds (it generates a data set,
+    #: say): the end-to-end test then marks it ``slow``
+    smoke_slow: ClassVar[bool] = False
 
     @classmethod
     def smoke_config(cls) -> ExperimentConfig:

@@ -134,11 +134,13 @@ def _parse(data: Any, where: str | os.PathLike) -> ResultRecord:
         raise fail(f"format {fmt!r} is not one this efflab reads (<= {FORMAT})")
 
     def get(key: str, check, what: str, default: Any = ..., required: bool = True) -> Any:
-        if key not in data or (data[key] is None and default is not ...):
-            if default is not ... or not required:
-                return None if default is ... else default
-            raise fail(f"missing {key!r}")
-        value = data[key]
+        value = data.get(key)
+        if value is None:
+            if default is not ...:
+                return default
+            if not required:
+                return None
+            raise fail(f"{key!r} is missing" if key not in data else f"{key!r} is null")
         if not check(value):
             raise fail(f"{key!r} must be {what}, got {_kind(value)} {_short(value)}")
         return value

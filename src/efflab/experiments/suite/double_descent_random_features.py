@@ -187,6 +187,7 @@ class DoubleDescentRandomFeatures(Experiment):
     budget_s = {"quick": 45.0, "full": 1800.0}
     smoke = {"n_teacher": 24, "d_teacher": 12, "n_mnist1d": 24, "n_test": 50,
              "grid_points": 7, "ratio_max": 3.0, "trials": 2, "trials_mnist1d": 1}
+    smoke_slow = True  # generating MNIST-1D takes ~10 s
 
     def run(self, config: DoubleDescentRandomFeaturesConfig, ctx: RunContext) -> dict[str, Any]:
         points = _points(config)
