@@ -265,8 +265,10 @@ def _check_type(name: str, value: Any, tp: Any) -> None:
     if origin in (typing.Union, types.UnionType):
         errors = []
         for arg in args:
-            if arg is type(None) and value is None:
-                return
+            if arg is type(None):
+                if value is None:
+                    return
+                continue
             try:
                 _check_type(name, value, arg)
                 return
@@ -306,6 +308,8 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def _type_name(tp: Any) -> str:
+    if get_origin(tp) is not None:  # Literal[...], tuple[int, ...], float | None
+        return str(tp).replace("typing.", "").replace("NoneType", "None")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
