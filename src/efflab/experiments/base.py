@@ -353,11 +353,11 @@ def parse_value(key: str, raw: str, tp: Any) -> Any:
     if tp is float:
         try:
             value = float(raw)
-            if math.isnan(value):
-                raise ConfigError(f"{key}: expected a number, got {raw!r} (NaN)")
-            return value
         except ValueError:
             raise ConfigError(f"{key}: expected float, got {raw!r}") from None
+        if math.isnan(value):
+            raise ConfigError(f"{key}: expected a number, got {raw!r} (NaN)")
+        return value
     if tp is str:
         return raw
     raise ConfigError(f"{key}: cannot set a field of type {_type_name(tp)} from the command line")

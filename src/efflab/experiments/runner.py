@@ -106,9 +106,18 @@ def plan(name: str, profile: str = "quick", overrides: list[str] | tuple[str, ..
         config = config.with_overrides(list(overrides))
         if seed is not None:
             config = dataclasses.replace(config, seed=seed)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{name}: {e}") from None
+    try:
+        # the base rules (types, declared constraints, finite floats, the seed's range) run
+        # even for a config whose own validate() does not call super().validate()
+        ExperimentConfig.validate(config)
         config.validate()
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{name}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a validate() that crashes still means bad input
+        raise ConfigError(f"{name}: the config {config} is refused: validate() raised "
+                          f"{type(e).__name__}: {e}") from None
     return PlannedRun(exp, config, profile)
 
 
