@@ -217,9 +217,6 @@ def test_the_generic_finite_rule_covers_fields_without_a_declared_check():
         rate: float = 0.5
         widths: tuple[float, ...] = (1.0, 2.0)
 
-    class LooseExperiment(Experiment):
-        name, paper, checks, Config = "loose", "-", "-", Loose
-
     with pytest.raises(ConfigError, match="rate must be finite, got inf"):
         Loose(rate=float("inf")).validate()
     with pytest.raises(ConfigError, match=r"widths\[1\] must be finite, got nan"):
