@@ -166,7 +166,8 @@ def test_run_writes_complete_folder_and_report(tmp_path, capsys):
     assert rec["status"] == "ok" and rec["seed"] == 3 and rec["config"]["trials"] == 40
     assert rec["verdict"] in ("reproduced", "partly", "inconclusive", "not reproduced")
     assert {"python_version", "torch_version", "efflab_version", "device", "device_name",
-            "usable_cores", "torch_threads", "numpy_version", "git_commit"} <= set(rec["environment"])
+            "usable_cores", "torch_threads", "numpy_version",
+            "git_commit"} <= set(rec["environment"])
     assert rec["wall_time_s"] > 0 and len(rec["claims"]) >= 3
     for fig in rec["figures"]:
         assert (folder / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -19,7 +19,7 @@ import pytest
 import efflab.cli as cli
 from efflab import experiments as registry
 from efflab.cli import main
-from efflab.experiments.base import ConfigError, Experiment, ExperimentConfig
+from efflab.experiments.base import ConfigError, ExperimentConfig
 from efflab.experiments.runner import RunRecord, plan
 from efflab.seeding import SEED_MAX
 
