@@ -164,8 +164,10 @@ def test_run_writes_complete_folder_and_report(tmp_path, capsys):
     folder = out / "double-descent-linear"
     rec = json.loads((folder / "results.json").read_text())
     assert rec["status"] == "ok" and rec["seed"] == 3 and rec["config"]["trials"] == 40
-    assert rec["verdict"] in ("reproduced", "partly", "not reproduced")
-    assert {"python", "torch", "efflab", "device", "git_commit"} <= set(rec["environment"])
+    assert rec["verdict"] in ("reproduced", "partly", "inconclusive", "not reproduced")
+    assert {"python_version", "torch_version", "efflab_version", "device", "device_name",
+            "usable_cores", "torch_threads", "numpy_version",
+            "git_commit"} <= set(rec["environment"])
     assert rec["wall_time_s"] > 0 and len(rec["claims"]) >= 3
     for fig in rec["figures"]:
         assert (folder / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -244,3 +246,86 @@ def test_help_of_each_command_shows_an_example(cmd):
                          text=True, env={**os.environ, "COLUMNS": "100"})
     assert res.returncode == 0, res.stderr
     assert "examples:" in res.stdout and "efflab " in res.stdout
+
+
+# -- configs you can see and save ------------------------------------------------------------
+def test_print_config_round_trips_through_config(tmp_path, capsys):
+    assert main(["run", "double-descent-linear", "--print-config", "--set", "trials=77",
+                 "--seed", "5"]) == 0
+    text = capsys.readouterr().out
+    assert "# trials (int; default 1000; >= 10): Monte Carlo trials per p" in text
+    assert "trials = 77" in text and "seed = 5" in text
+    saved = tmp_path / "saved.toml"
+    saved.write_text(text)
+    assert main(["run", "double-descent-linear", "--config", str(saved), "--print-config"]) == 0
+    assert capsys.readouterr().out == text
+    # --set overrides the file
+    assert main(["run", "double-descent-linear", "--config", str(saved), "--set", "n=20",
+                 "--set", "d=60", "--set", "support=4", "--print-config"]) == 0
+    again = capsys.readouterr().out
+    assert "n = 20" in again and "trials = 77" in again
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_experiment_prints_a_config_that_loads_back(name, tmp_path, capsys):
+    from efflab.cli.config_file import read_config_file
+    from efflab.experiments.runner import plan
+
+    assert main(["run", name, "--print-config", "--profile", "full"]) == 0
+    saved = tmp_path / "c.toml"
+    saved.write_text(capsys.readouterr().out)
+    values, _ = read_config_file(saved, name)
+    assert plan(name, "quick", values=values).config == plan(name, "full").config
+
+
+def test_results_json_holds_the_config_a_rerun_reproduces(tmp_path, fakes):
+    out = tmp_path / "o"
+    assert main(["run", "test-ok", "--out", str(out), "--seed", "11", "--quiet"]) == 0
+    first = json.loads((out / "test-ok" / "results.json").read_text())
+    assert main(["run", "test-ok", "--config", str(out / "test-ok" / "results.json"),
+                 "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    second = json.loads((tmp_path / "again" / "test-ok" / "results.json").read_text())
+    assert second["config"] == first["config"] and second["results"] == first["results"]
+    assert second["profile"] == first["profile"]
+
+
+def test_run_help_lists_the_experiments_config_keys():
+    res = subprocess.run([sys.executable, "-m", "efflab", "run", "benign-overfitting", "--help"],
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "100"})
+    assert res.returncode == 0, res.stderr
+    assert "config keys of benign-overfitting" in res.stdout
+    for key in ("tail_energy", "trials", "benign_level", "seed"):
+        assert f"  {key} " in res.stdout
+    assert "in (0, 1]" in res.stdout           # the constraints are shown
+    plain = subprocess.run([sys.executable, "-m", "efflab", "run", "--help"],
+                           capture_output=True, text=True)
+    assert "efflab run NAME --help lists NAME's config keys" in plain.stdout
+
+
+def test_list_into_a_closed_pipe_ends_quietly():
+    proc = subprocess.Popen([sys.executable, "-m", "efflab", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()                         # what `efflab list | head -1` does
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_terminal_summary_counts_verdicts_and_flags_over_budget():
+    from efflab.cli import summary_lines
+    from efflab.experiments.runner import RunRecord
+
+    recs = [RunRecord("a", "ok", Path("a"), "reproduced", 10.0, budget_s=30.0),
+            RunRecord("b", "ok", Path("b"), "reproduced", 50.0, budget_s=30.0),
+            RunRecord("c", "failed", Path("c"), "failed", 1.0, budget_s=30.0),
+            RunRecord("d", "reused", Path("d"), "inconclusive", 99.0, budget_s=30.0)]
+    assert summary_lines(recs) == [
+        "Verdicts of 4 experiment(s): 2 reproduced, 1 inconclusive, 1 failed",
+        "Over budget: b (50 s of 30 s)"]
+
+
+def test_reproduce_prints_the_summary(tmp_path, fakes, capsys):
+    assert main(["reproduce", "--only", "test-ok", "test-fail", "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "Verdicts of 2 experiment(s): 1 reproduced, 1 failed" in out

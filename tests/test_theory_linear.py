@@ -119,7 +119,7 @@ def _simulate(n=20, d=64, sigma=0.5, trials=3000, seed=0):
 
 
 def test_simulation_agrees_with_closed_form_away_from_threshold():
-    """The check of NOTES.md (D=64, n=20, sigma=0.5), with |p - n| >= n/4."""
+    """D=64, n=20, sigma=0.5, judged where |p - n| >= n/4."""
     ps, risks, cum = _simulate()
     theory = bhx_risk(ps, 20, cum[ps], cum[-1] - cum[ps], 0.5)
     mean = risks.mean(1)
@@ -158,3 +158,92 @@ def test_grid_contains_threshold_neighbourhood_and_ends():
     assert ps[0] == 1 and ps[-1] == 120
     assert {38, 39, 40, 41, 42} <= set(ps)
     assert grid_ps(10, 4, 50) == list(range(1, 11))
+
+
+# -- benign overfitting: effective ranks and the deterministic equivalent ---------------------
+def _ranks_reference(eigs, n, b=1.0):
+    """Bartlett et al.'s definitions, term by term."""
+    lam = sorted(eigs, reverse=True)
+    d = len(lam)
+
+    def r(k):
+        return sum(lam[k:]) / lam[k]
+
+    k_star = next((k for k in range(d) if lam[k] > 0 and r(k) >= b * n), d)
+    out = {"r0": r(0), "k_star": k_star}
+    if k_star < d:
+        out["R_kstar"] = sum(lam[k_star:]) ** 2 / sum(x * x for x in lam[k_star:])
+    return out
+
+
+@pytest.mark.parametrize("eigs,n", [
+    (np.concatenate([np.ones(3), np.full(200, 0.05)]), 20),
+    (np.random.default_rng(0).exponential(size=50), 5),
+    (1.0 / np.arange(1, 80) ** 2, 4),
+    (np.ones(30), 10),
+])
+def test_effective_ranks_match_the_definitions(eigs, n):
+    from efflab.theory import effective_ranks
+
+    ours, ref = effective_ranks(np.random.default_rng(1).permutation(eigs), n), \
+        _ranks_reference(list(eigs), n)
+    assert ours["r0"] == pytest.approx(ref["r0"])
+    assert ours["k_star"] == ref["k_star"]
+    if "R_kstar" in ref:
+        assert ours["R_kstar"] == pytest.approx(ref["R_kstar"])
+
+
+def test_effective_ranks_isotropic_and_unreachable():
+    from efflab.theory import effective_ranks
+
+    iso = effective_ranks(np.ones(100), 10)
+    assert iso["r0"] == 100 and iso["k_star"] == 0 and iso["R_kstar"] == pytest.approx(100)
+    none = effective_ranks(np.ones(5), 10)               # r_k <= 5 < n for every k
+    assert none["k_star"] == 5 and np.isnan(none["R_kstar"])
+    with pytest.raises(ValueError, match="nonnegative"):
+        effective_ranks(np.array([1.0, -0.5]), 3)
+    with pytest.raises(ValueError, match="non-empty"):
+        effective_ranks(np.array([]), 3)
+
+
+def test_risk_equivalent_on_identity_is_hastie_limit():
+    from efflab.theory import asymptotic_excess_risk, min_norm_risk_equivalent
+
+    n, sigma = 50, 0.7
+    for d in (60, 100, 400):
+        theta_sq = np.full(d, 2.0 / d)
+        eq = min_norm_risk_equivalent(np.ones(d), theta_sq, n, sigma)
+        assert eq["excess"] == pytest.approx(asymptotic_excess_risk(d / n, 2.0, sigma), rel=1e-10)
+        assert eq["excess"] == pytest.approx(eq["bias"] + eq["variance"])
+        # kappa solves sum lambda / (lambda + kappa) = n
+        assert d / (1 + eq["kappa"]) == pytest.approx(n)
+
+
+def test_risk_equivalent_follows_a_spiked_monte_carlo():
+    """Spiked spectrum: the deterministic equivalent against a direct simulation."""
+    from efflab.theory import min_norm_risk_equivalent
+
+    n, k, p, sigma = 40, 3, 400, 0.5
+    lam = np.concatenate([np.ones(k), np.full(p, 0.1 * n / p)])
+    theta = np.zeros(k + p)
+    theta[:k] = (1.0 / k) ** 0.5
+    eq = min_norm_risk_equivalent(lam, theta**2, n, sigma)["excess"]
+    g = torch.Generator().manual_seed(0)
+    scale = torch.as_tensor(lam).sqrt()
+    th = torch.as_tensor(theta)
+    risks = []
+    for _ in range(200):
+        x = torch.randn(n, k + p, generator=g, dtype=torch.float64) * scale
+        y = x @ th + sigma * torch.randn(n, generator=g, dtype=torch.float64)
+        est = min_norm_least_squares(x, y)
+        risks.append(float((torch.as_tensor(lam) * (est - th) ** 2).sum()))
+    assert np.mean(risks) == pytest.approx(eq, rel=0.15)
+
+
+def test_risk_equivalent_refuses_bad_input():
+    from efflab.theory import min_norm_risk_equivalent
+
+    with pytest.raises(ValueError, match="more than n = 10 positive eigenvalues"):
+        min_norm_risk_equivalent(np.ones(10), np.ones(10), 10, 1.0)
+    with pytest.raises(ValueError, match="one shape"):
+        min_norm_risk_equivalent(np.ones(20), np.ones(19), 10, 1.0)

@@ -52,6 +52,29 @@ def atomic_save(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return _atomic(path, write)
 
 
+def is_stale_tmp(path: str | os.PathLike) -> bool:
+    """True for the temporary file name of an atomic write (``.NAME.XXXXXXXX.tmp``)."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that interrupted atomic writes left under ``folder`` (at
+    any depth); returns them. Call it when a run (re)starts in a folder, before anything
+    writes there: a file being written right now by another process would be removed too."""
+    removed = []
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if is_stale_tmp(name):
+                path = Path(root) / name
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed.append(path)
+    return sorted(removed)
+
+
 def to_jsonable(obj: Any) -> Any:
     """Turn tensors, numpy values, dataclasses, tuples and paths into plain JSON data.
 

@@ -1,16 +1,19 @@
 """The ``efflab`` command line: list, run, reproduce, report (and measure).
 
 Exit codes: 0 success, 1 an experiment failed (raised an error), 2 bad input (unknown name,
-bad ``--set``, unwritable ``--out``, a finished result in the way): bad input is reported
-before any work starts and leaves no result folder behind.
+bad ``--set`` or ``--config``, a config value its constraint refuses, a bad seed, an empty or
+unwritable ``--out``, more ``--threads`` than cores, a finished result in the way): bad input
+is reported before any work starts and leaves no result folder behind. 130: interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -19,7 +22,8 @@ from efflab import __version__
 from efflab import experiments as registry
 from efflab.cli import bench as bench_command
 from efflab.cli import measure as measure_command
-from efflab.experiments.base import PROFILES, ConfigError
+from efflab.cli.config_file import config_toml, read_config_file
+from efflab.experiments.base import EXPERIMENT_VERDICTS, PROFILES, ConfigError
 from efflab.experiments.launchers import (
     add_launcher_arguments,
     launcher_from_args,
@@ -30,13 +34,15 @@ from efflab.experiments.runner import (
     PlannedRun,
     RunRecord,
     check_output_dir,
-    finished,
+    finished_record,
     plan,
     record_broken,
     resolve_device,
     run_planned,
+    tidy_finished,
 )
 from efflab.io import to_jsonable
+from efflab.measure.machine import usable_cores
 from efflab.progress import set_quiet
 
 EXIT_FAILED = 1
@@ -56,8 +62,9 @@ def _examples(*lines: str) -> str:
 
 
 def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
-    p.add_argument("--profile", choices=PROFILES, default="quick",
-                   help="quick: minutes on a laptop CPU; full: the paper's scale (default quick)")
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="quick: minutes on a laptop CPU; full: the paper's scale (default quick, "
+                        "or the profile of a results.json given to --config)")
     p.add_argument("--device", default="auto",
                    help="auto (a GPU when there is one), cpu or cuda (default auto)")
     p.add_argument("--out", default=default_out,
@@ -74,7 +81,26 @@ def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
     add_launcher_arguments(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _config_keys_epilog(name: str) -> str:
+    """The config keys of experiment ``name``, for ``efflab run NAME --help``."""
+    try:
+        exp = registry.get(name)
+    except registry.UnknownExperiment as e:
+        return f"{e}\n"
+    rows = exp.Config.describe()
+    width = max(len(r["name"]) for r in rows)
+    lines = [f"config keys of {name} (--set KEY=VALUE; quick-profile values: "
+             f"efflab run {name} --print-config):"]
+    for r in rows:
+        meta = r["type"] + (f", {r['constraint']}" if r["constraint"] else "")
+        lines.append(f"  {r['name']:<{width}}  {meta}; default {r['default']}"
+                     + (f"\n  {'':<{width}}  {r['help']}" if r["help"] else ""))
+    return "\n".join(lines) + "\n\n"
+
+
+def build_parser(run_help_for: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``run_help_for`` adds that experiment's config keys to
+    ``efflab run NAME --help``."""
     parser = argparse.ArgumentParser(
         prog="efflab", formatter_class=_formatter,
         description="efflab: efficient deep learning, and one-command paper reproductions.",
@@ -91,16 +117,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 
+    keys = (_config_keys_epilog(run_help_for) if run_help_for else
+            "efflab run NAME --help lists NAME's config keys.\n\n")
     p = sub.add_parser("run", help="run one experiment", formatter_class=_formatter,
                        description="Run one experiment and write its folder and the report.",
-                       epilog=_examples(
+                       epilog=keys + _examples(
                            "efflab run double-descent-linear",
                            "efflab run double-descent-linear --profile full --seed 3",
-                           "efflab run double-descent-linear --set n=60 --set d=180 --out runs/x"))
+                           "efflab run double-descent-linear --set n=60 --set d=180 --out runs/x",
+                           "efflab run double-descent-linear --print-config > dd.toml",
+                           "efflab run double-descent-linear --config dd.toml --set trials=200",
+                           "efflab run double-descent-linear --config runs/x/double-descent-"
+                           "linear/results.json --out runs/again"))
     p.add_argument("name", help="experiment name (see `efflab list`)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field; repeatable")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the config's)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="start from a saved config: TOML (as --print-config writes it) or a "
+                        "results.json (that run's exact config); --set overrides it")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config as TOML (type, default, constraint and "
+                        "meaning of each key) and exit without running")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed in [0, 2**63 - 1] (default: the config's)")
     _add_common(p, "runs/run")
     p.set_defaults(func=cmd_run)
 
@@ -116,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "efflab reproduce --profile full --device cuda",
                                         "efflab reproduce --only double-descent-linear "
                                         "--out runs/dd"))
-    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
-                   help="run only these experiments")
+    p.add_argument("--only", nargs="+", action="extend", default=None, metavar="NAME",
+                   help="run only these experiments (repeatable: --only A --only B runs both)")
     _add_common(p, "runs/reproduce")
     p.set_defaults(func=cmd_reproduce)
 
@@ -152,14 +191,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare(args: argparse.Namespace, names: list[str], overrides: list[str],
-             seed: int | None) -> tuple[list[PlannedRun], Path, object]:
-    """Validate everything (names, config, device, output folder) before any work."""
+def _check_run_options(args: argparse.Namespace) -> None:
+    """The options every run shares, checked before anything else."""
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
-    if args.threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {args.threads}")
-    planned = [plan(n, args.profile, overrides, seed) for n in names]
+    cores = usable_cores()
+    if not 1 <= args.threads <= cores:
+        raise UsageError(f"--threads must be in [1, {cores}] (the cores this process may use), "
+                         f"got {args.threads}")
+    if not str(args.out).strip():
+        raise UsageError("--out must name a folder, got an empty string")
+
+
+def _prepare(args: argparse.Namespace, names: list[str], overrides: list[str],
+             seed: int | None, values: dict | None = None, profile: str = "quick"
+             ) -> tuple[list[PlannedRun], Path, object]:
+    """Validate everything (names, config, device, output folder) before any work."""
+    _check_run_options(args)
+    planned = [plan(n, profile, overrides, seed, values) for n in names]
     device = resolve_device(args.device)
     args.sweep_launcher = launcher_from_args(args)
     out = check_output_dir(args.out)
@@ -171,18 +220,45 @@ def _prepare(args: argparse.Namespace, names: list[str], overrides: list[str],
 
 def _print_record(rec: RunRecord) -> None:
     verdict = rec.verdict or "-"
-    print(f"  {rec.name:<34} {rec.status:<7} {verdict:<15} {rec.wall_time_s:7.1f} s")
+    over = ""
+    if rec.budget_s is not None and rec.status != "reused" and rec.wall_time_s > rec.budget_s:
+        over = f"  OVER BUDGET ({rec.budget_s:.0f} s)"
+    print(f"  {rec.name:<34} {rec.status:<7} {verdict:<15} {rec.wall_time_s:7.1f} s{over}")
     if rec.error:
         last = rec.error.strip().splitlines()[-1]
         print(f"      error: {last}")
 
 
+def _warn(message: str) -> None:
+    print(f"efflab: warning: {message}", file=sys.stderr)
+
+
+def summary_lines(records: list[RunRecord]) -> list[str]:
+    """The terminal summary: counts by verdict, then the runs over their budget."""
+    counts = Counter(r.verdict or "failed" for r in records)
+    parts = [f"{counts[v]} {v}" for v in EXPERIMENT_VERDICTS if counts[v]]
+    lines = [f"Verdicts of {len(records)} experiment(s): {', '.join(parts)}"]
+    over = [r for r in records if r.status != "reused" and r.budget_s is not None
+            and r.wall_time_s > r.budget_s]
+    if over:
+        lines.append("Over budget: " + ", ".join(
+            f"{r.name} ({r.wall_time_s:.0f} s of {r.budget_s:.0f} s)" for r in over))
+    return lines
+
+
 def _finish(out: Path, records: list[RunRecord]) -> int:
     from efflab.report import build_report
 
-    index = build_report(out)
     failed = [r for r in records if r.status == "failed"]
-    print(f"\nReport: {index}")
+    print()
+    for line in summary_lines(records):
+        print(line)
+    try:
+        index = build_report(out, warn=_warn)
+        print(f"Report: {index}")
+    except OSError as e:
+        print(f"efflab: error: the report could not be written: {e}", file=sys.stderr)
+        return EXIT_FAILED
     if failed:
         print(f"{len(failed)} experiment(s) failed: {', '.join(r.name for r in failed)}",
               file=sys.stderr)
@@ -190,13 +266,26 @@ def _finish(out: Path, records: list[RunRecord]) -> int:
     return 0
 
 
+def _resolve_run_config(args: argparse.Namespace) -> tuple[dict | None, str]:
+    values, profile = None, None
+    if args.config is not None:
+        values, profile = read_config_file(args.config, args.name)
+    return values, args.profile or profile or "quick"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    planned, out, device = _prepare(args, [args.name], args.overrides, args.seed)
+    values, profile = _resolve_run_config(args)
+    if args.print_config:
+        run = plan(args.name, profile, args.overrides, args.seed, values)
+        sys.stdout.write(config_toml(run.experiment, run.config, profile))
+        return 0
+    planned, out, device = _prepare(args, [args.name], args.overrides, args.seed, values,
+                                    profile)
     run = planned[0]
-    if finished(out / run.experiment.name) is not None and not args.force:
+    if finished_record(out / run.experiment.name) is not None and not args.force:
         raise UsageError(f"{out / run.experiment.name} already holds a finished result; "
                          "pass --force to replace it, or choose another --out")
-    print(f"Running {run.experiment.name} ({args.profile} profile) on {device} -> {out}")
+    print(f"Running {run.experiment.name} ({profile} profile) on {device} -> {out}")
     rec = run_planned(run, out, device, force=args.force, jobs=args.jobs,
                       launcher=args.sweep_launcher)
     _print_record(rec)
@@ -204,42 +293,39 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    names = args.only if args.only else registry.names()
-    if args.only:
-        seen = set()
-        names = [n for n in names if not (n in seen or seen.add(n))]
-    planned, out, device = _prepare(args, names, [], None)
+    profile = args.profile or "quick"
+    names = list(dict.fromkeys(args.only)) if args.only else registry.names()
+    planned, out, device = _prepare(args, names, [], None, None, profile)
     reuse, stale = set(), []
     for run in planned:
-        prev = finished(out / run.experiment.name)
+        prev = finished_record(out / run.experiment.name)
         if prev is None or args.force:
             continue
-        same = (prev.get("profile") == run.profile
-                and prev.get("config") == to_jsonable(run.config.to_dict()))
+        same = prev.profile == run.profile and prev.config == to_jsonable(run.config.to_dict())
         (reuse.add if same else stale.append)(run.experiment.name)
     if stale:
         raise UsageError(f"{out} holds finished results with another profile or config for: "
                          f"{', '.join(stale)}; pass --force to replace them, or another --out")
-    print(f"Reproducing {len(planned)} experiment(s), {args.profile} profile, on {device} "
-          f"-> {out}")
+    print(f"Reproducing {len(planned)} experiment(s), {profile} profile, on {device} -> {out}")
     records = []
     for i, run in enumerate(planned, 1):
         name = run.experiment.name
-        if name not in reuse:
-            budget = run.experiment.budget_s.get(args.profile)
-            print(f"[{i}/{len(planned)}] {name} (budget {budget:.0f} s) ...", flush=True)
+        budget = run.experiment.budget_s.get(profile)
         if name in reuse:
-            prev = finished(out / name) or {}
-            rec = RunRecord(name, "reused", out / name, prev.get("verdict"),
-                            float(prev.get("wall_time_s") or 0.0))
+            tidy_finished(out / name)
+            prev = finished_record(out / name)
+            rec = RunRecord(name, "reused", out / name, prev.verdict if prev else None,
+                            prev.wall_time_s if prev else 0.0, budget_s=budget)
         else:
+            shown = "?" if budget is None else f"{budget:.0f}"
+            print(f"[{i}/{len(planned)}] {name} (budget {shown} s) ...", flush=True)
             rec = run_planned(run, out, device, force=args.force, jobs=args.jobs,
-                      launcher=args.sweep_launcher)
+                              launcher=args.sweep_launcher)
         records.append(rec)
         _print_record(rec)
     if not args.only:
         for module, err in registry.broken().items():
-            rec = record_broken(module, err, out, args.profile, device)
+            rec = record_broken(module, err, out, profile, device)
             records.append(rec)
             _print_record(rec)
     return _finish(out, records)
@@ -249,18 +335,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     from efflab.report import build_report
 
     try:
-        index = build_report(args.dir)
-    except FileNotFoundError as e:
+        index = build_report(args.dir, warn=_warn)
+    except (FileNotFoundError, IsADirectoryError) as e:
         raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"the report could not be written: {e}") from None
     print(f"Report: {index}")
     return 0
 
 
+_RUN_VALUE_OPTIONS = {"--set", "--seed", "--profile", "--device", "--out", "--jobs",
+                      "--threads", "--config"}
+
+
+def _run_help_target(argv: list[str]) -> str | None:
+    """NAME in ``efflab run NAME ... --help``, so that the help can list NAME's keys."""
+    if not argv or argv[0] != "run" or not ({"-h", "--help"} & set(argv)):
+        return None
+    skip = False
+    for token in argv[1:]:
+        if skip:
+            skip = False
+        elif token in _RUN_VALUE_OPTIONS:
+            skip = True
+        elif not token.startswith("-"):
+            return token
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    set_quiet(getattr(args, "quiet", False))
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        parser = build_parser(run_help_for=_run_help_target(argv))
+        args = parser.parse_args(argv)
+        set_quiet(getattr(args, "quiet", False))
         return int(args.func(args) or 0)
     except registry.UnknownExperiment as e:
         print(f"efflab: error: {e}", file=sys.stderr)
@@ -268,10 +376,23 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ConfigError, OutputError) as e:
         print(f"efflab: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # the reader went away (`efflab list | head`): stop quietly, as other tools do
+        _silence_stdout()
+        return 141
     except KeyboardInterrupt:
         print("\nefflab: interrupted; finished results are kept, an interrupted experiment "
               "resumes from its working folder with the same --out", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -133,6 +133,13 @@ class ExperimentConfig:
             check = f.metadata.get("check")
             if check is not None and not check(value):
                 raise ConfigError(f"{f.name} must be {check.text}, got {value!r}")
+            if check is None:
+                # a float without a declared constraint is still never NaN or infinite: a
+                # value no computation can use, and one that would make a tolerance vacuous
+                bad = _first_nonfinite(value)
+                if bad is not None:
+                    where = f.name if bad[0] == "" else f"{f.name}{bad[0]}"
+                    raise ConfigError(f"{where} must be finite, got {bad[1]!r}")
         for a, b in self.ordered_fields:
             va, vb = getattr(self, a), getattr(self, b)
             if not va <= vb:
@@ -189,8 +196,64 @@ class ExperimentConfig:
             changes[key] = parse_value(key, raw.strip(), hints[key])
         return dataclasses.replace(self, **changes)
 
+    def with_values(self, values: typing.Mapping[str, Any]) -> ExperimentConfig:
+        """A copy with the fields in ``values`` replaced: plain data as read from a TOML or
+        JSON file (lists for tuples, ints for floats are converted; strings are parsed as
+        ``--set`` values). Unknown keys raise :class:`ConfigError` listing the valid ones.
+        The result is not validated: call :meth:`validate`."""
+        if not isinstance(values, typing.Mapping):
+            raise ConfigError(f"config values must be a table of key = value, got "
+                              f"{type(values).__name__}")
+        hints = typing.get_type_hints(type(self))
+        keys = self.keys()
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in keys:
+                raise ConfigError(f"unknown config key {key!r} for {type(self).__name__}; "
+                                  f"valid keys: {', '.join(keys)}")
+            changes[key] = _coerce(key, value, hints[key])
+        return dataclasses.replace(self, **changes)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _first_nonfinite(value: Any, where: str = "") -> tuple[str, float] | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    if isinstance(value, (tuple, list)):
+        for i, item in enumerate(value):
+            found = _first_nonfinite(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Plain data (JSON/TOML) -> the field's type, where the conversion is lossless."""
+    if isinstance(value, str) and tp is not str and get_origin(tp) is not Literal \
+            and not (get_origin(tp) in (typing.Union, types.UnionType) and str in get_args(tp)):
+        return parse_value(key, value, tp)
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        for arg in args:
+            if arg is not type(None):
+                try:
+                    return _coerce(key, value, arg)
+                except ConfigError:
+                    continue
+        return value
+    if origin in (tuple, list) and isinstance(value, (tuple, list)):
+        inner = [a for a in args if a is not Ellipsis]
+        items = [_coerce(f"{key}[{i}]", v, inner[0] if len(inner) == 1 or Ellipsis in args
+                         else inner[min(i, len(inner) - 1)]) if inner else v
+                 for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _check_type(name: str, value: Any, tp: Any) -> None:
@@ -202,8 +265,10 @@ def _check_type(name: str, value: Any, tp: Any) -> None:
     if origin in (typing.Union, types.UnionType):
         errors = []
         for arg in args:
-            if arg is type(None) and value is None:
-                return
+            if arg is type(None):
+                if value is None:
+                    return
+                continue
             try:
                 _check_type(name, value, arg)
                 return
@@ -243,6 +308,8 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def _type_name(tp: Any) -> str:
+    if get_origin(tp) is not None:  # Literal[...], tuple[int, ...], float | None
+        return str(tp).replace("typing.", "").replace("NoneType", "None")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -286,11 +353,11 @@ def parse_value(key: str, raw: str, tp: Any) -> Any:
     if tp is float:
         try:
             value = float(raw)
-            if math.isnan(value):
-                raise ConfigError(f"{key}: expected a number, got {raw!r} (NaN)")
-            return value
         except ValueError:
             raise ConfigError(f"{key}: expected float, got {raw!r}") from None
+        if math.isnan(value):
+            raise ConfigError(f"{key}: expected a number, got {raw!r} (NaN)")
+        return value
     if tp is str:
         return raw
     raise ConfigError(f"{key}: cannot set a field of type {_type_name(tp)} from the command line")
@@ -322,7 +389,14 @@ class RunContext:
 
 
 class Experiment:
-    """Base class of a registered experiment. Subclasses set the class attributes below."""
+    """Base class of a registered experiment. Subclasses set the class attributes below.
+
+    ``smoke``: overrides of the quick profile (``{"trials": 20, "widths": (4, 8)}``; strings
+    are parsed like ``--set`` values) that make a run take a second or two while still going
+    through ``run``, ``claims``, ``figures`` and ``tables``. The suite's end-to-end test runs
+    every registered experiment with them (an experiment that declares none runs its quick
+    profile there, as a slow test).
+    """
 
     name: ClassVar[str]
     paper: ClassVar[str]
@@ -330,6 +404,18 @@ class Experiment:
     Config: ClassVar[type[ExperimentConfig]]
     #: wall-time budget in seconds per profile, on 2 CPU cores for quick
     budget_s: ClassVar[dict[str, float]] = {"quick": 60.0, "full": 3600.0}
+    #: overrides of the quick profile for a seconds-long end-to-end run (see the class doc)
+    smoke: ClassVar[dict[str, Any]] = {}
+    #: True when even the smoke run takes more than a few seconds (it generates a data set,
+    #: say): the end-to-end test then marks it ``slow``
+    smoke_slow: ClassVar[bool] = False
+
+    @classmethod
+    def smoke_config(cls) -> ExperimentConfig:
+        """The quick profile with :attr:`smoke` applied, validated."""
+        config = cls.Config.quick().with_values(cls.smoke)
+        config.validate()
+        return config
 
     def run(self, config: ExperimentConfig, ctx: RunContext) -> dict[str, Any]:
         raise NotImplementedError

@@ -33,7 +33,7 @@ class Check:
     def __call__(self, value: Any) -> bool:
         try:
             return bool(self._test(value))
-        except (TypeError, ValueError):
+        except Exception:  # noqa: BLE001 - a value the test cannot even look at fails it
             return False
 
     def __and__(self, other: Check) -> Check:

@@ -2,9 +2,19 @@
 
 A run of experiment ``NAME`` into ``OUT`` works in ``OUT/.NAME.partial`` and renames it to
 ``OUT/NAME`` when it ends, so ``OUT/NAME`` is either absent or complete. The folder holds
-``results.json`` (config, seed, results, claims, verdict, environment, wall time),
-the PNG figures, and ``report.md``. An interrupted run leaves only the hidden working
-folder, which the next run with the same ``--out`` picks up again (sweeps resume from it).
+``results.json`` (a :class:`~efflab.experiments.record.ResultRecord`: config, seed, results,
+claims, verdict, tables, environment, wall time), the PNG figures and each table as CSV
+(``report.md`` beside them is written by :mod:`efflab.report`).
+
+What survives which fault:
+
+* killed (Ctrl-C, ``kill -9``, power): only the hidden working folder is left; the next run
+  with the same ``--out`` works in it again, so sweep points already saved are kept;
+* the experiment raises (or a sweep worker dies): the failure is recorded in ``OUT/NAME``
+  with the working folder's content, and the next run moves that folder back into place and
+  continues in it (again computing only the missing sweep points);
+* an atomic write interrupted half-way leaves a ``.NAME.*.tmp`` file: the next run removes
+  them from its working folder, and ``efflab reproduce`` from the finished folders it reuses.
 """
 
 from __future__ import annotations
@@ -12,12 +22,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import os
-import platform
 import random
+import re
 import shutil
 import subprocess
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +43,17 @@ from efflab.experiments.base import (
     Experiment,
     ExperimentConfig,
     RunContext,
-    combine_verdicts,
+    Table,
 )
-from efflab.io import atomic_write_json, atomic_write_text, to_jsonable
-
-RESULTS = "results.json"
+from efflab.experiments.record import (
+    RESULTS,
+    RecordError,
+    ResultRecord,
+    experiment_verdict,
+    load_record,
+)
+from efflab.io import atomic_write_text, remove_stale_tmp, to_jsonable
+from efflab.measure.machine import machine_info
 
 
 class OutputError(OSError):
@@ -62,6 +79,7 @@ class RunRecord:
     verdict: str | None
     wall_time_s: float
     error: str | None = None
+    budget_s: float | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -76,18 +94,30 @@ def resolve_device(device: str) -> torch.device:
 
 
 def plan(name: str, profile: str = "quick", overrides: list[str] | tuple[str, ...] = (),
-         seed: int | None = None) -> PlannedRun:
-    """Look up ``name`` and build its config; raises before any work on any bad input."""
+         seed: int | None = None, values: Mapping[str, Any] | None = None) -> PlannedRun:
+    """Look up ``name`` and build its config: the profile, then ``values`` (a saved config,
+    ``--config``), then ``overrides`` (``--set``), then ``seed``; validate it. Raises
+    :class:`ConfigError` (or :class:`~efflab.experiments.UnknownExperiment`) before any work."""
     exp = get(name)
-    config = exp.Config.profile(profile).with_overrides(list(overrides))
-    if seed is not None:
-        config = dataclasses.replace(config, seed=int(seed))
-    validate = getattr(config, "validate", None)
-    if callable(validate):
-        try:
-            validate()
-        except ValueError as e:
-            raise ConfigError(f"{name}: {e}") from None
+    try:
+        config = exp.Config.profile(profile)
+        if values:
+            config = config.with_values(values)
+        config = config.with_overrides(list(overrides))
+        if seed is not None:
+            config = dataclasses.replace(config, seed=seed)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{name}: {e}") from None
+    try:
+        # the base rules (types, declared constraints, finite floats, the seed's range) run
+        # even for a config whose own validate() does not call super().validate()
+        ExperimentConfig.validate(config)
+        config.validate()
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{name}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a validate() that crashes still means bad input
+        raise ConfigError(f"{name}: the config {config} is refused: validate() raised "
+                          f"{type(e).__name__}: {e}") from None
     return PlannedRun(exp, config, profile)
 
 
@@ -117,17 +147,19 @@ def check_output_dir(out: str | os.PathLike) -> Path:
 
 
 def finished(folder: Path) -> dict[str, Any] | None:
-    """The saved results of a finished (status ok) run in ``folder``, else None."""
-    import json
+    """The saved record (as a dict) of a finished (status ok) run in ``folder``, else None."""
+    record = finished_record(folder)
+    return None if record is None else record.to_dict()
 
-    path = folder / RESULTS
-    if not path.is_file():
-        return None
+
+def finished_record(folder: Path) -> ResultRecord | None:
+    """The record of a finished (status ok) run in ``folder``; None if absent, failed or
+    unreadable."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        record = load_record(Path(folder) / RESULTS)
+    except RecordError:
         return None
-    return data if data.get("status") == "ok" else None
+    return record if record.status == "ok" else None
 
 
 def _git_commit() -> str | None:
@@ -144,25 +176,13 @@ def _git_commit() -> str | None:
         return None
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(device: torch.device) -> dict[str, Any]:
-    """What produced the numbers: versions, device, cores, threads, commit."""
-    dev_name = (torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name())
-    return {
-        "python": platform.python_version(), "torch": torch.__version__,
-        "numpy": np.__version__, "efflab": efflab.__version__, "platform": platform.platform(),
-        "device": str(device), "device_name": dev_name, "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "git_commit": _git_commit(),
-    }
+    """What produced the numbers: :func:`efflab.measure.machine.machine_info` (device, cores,
+    threads, versions), plus the numpy version and the git commit."""
+    info = machine_info(device, torch.get_default_dtype())
+    info["numpy_version"] = np.__version__
+    info["git_commit"] = _git_commit()
+    return info
 
 
 def seed_everything(seed: int) -> None:
@@ -171,41 +191,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _verdict_line(record: dict[str, Any]) -> str:
-    return record.get("verdict") or "failed"
-
-
-def experiment_markdown(record: dict[str, Any]) -> str:
-    """The short ``report.md`` of one run."""
-    lines = [f"# {record['experiment']}", "", f"Paper: {record['paper']}", "",
-             f"Checks: {record['checks']}", "",
-             f"Profile: {record['profile']} · seed {record['seed']} · "
-             f"wall time {record['wall_time_s']:.1f} s (budget {record['budget_s']:.0f} s) · "
-             f"device {record['environment']['device_name']}", "",
-             f"**Verdict: {_verdict_line(record)}**", ""]
-    if record["claims"]:
-        lines += ["| claim | paper | ours | tolerance | verdict |", "|---|---|---|---|---|"]
-        for c in record["claims"]:
-            cells = [str(c[k]).replace("|", "\\|") for k in
-                     ("text", "paper", "ours", "tolerance", "verdict")]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    for fig in record["figures"]:
-        lines += [f"![{fig}]({fig})", ""]
-    if record.get("error"):
-        lines += ["## Error", "", "```", record["error"].rstrip(), "```", ""]
-    return "\n".join(lines)
-
-
 def run_planned(run: PlannedRun, out: Path, device: torch.device, force: bool = False,
                 jobs: int = 1, launcher: Any = None) -> RunRecord:
     """Run one planned experiment into ``out/NAME``. Failures are recorded, not raised."""
     exp, config = run.experiment, run.config
     final = out / exp.name
-    if finished(final) is not None and not force:
+    if finished_record(final) is not None and not force:
         raise ResultExists(f"{final} holds a finished result; pass --force to replace it")
-    work = out / f".{exp.name}.partial"
-    work.mkdir(parents=True, exist_ok=True)
+    work = working_folder(out, exp.name)
     seed_everything(config.seed)
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
@@ -220,23 +213,65 @@ def run_planned(run: PlannedRun, out: Path, device: torch.device, force: bool = 
     except Exception:  # noqa: BLE001 - a failed experiment is a result, reported as such
         status, error = "failed", traceback.format_exc()
     wall = time.perf_counter() - t0
-    record = {
-        "experiment": exp.name, "paper": exp.paper, "checks": exp.checks,
-        "profile": run.profile, "status": status, "seed": config.seed,
-        "config": config.to_dict(), "results": results,
-        "claims": [dataclasses.asdict(c) for c in claims],
-        "verdict": combine_verdicts(claims) if status == "ok" else None,
-        "tables": [dataclasses.asdict(t) for t in tables], "figures": figures,
-        "error": error, "environment": environment(device),
-        "budget_s": float(exp.budget_s.get(run.profile, float("nan"))), "wall_time_s": wall,
-        "started": started.isoformat(timespec="seconds"),
-        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    record = to_jsonable(record)
-    atomic_write_json(work / RESULTS, record)
-    atomic_write_text(work / "report.md", experiment_markdown(record))
+    budget = exp.budget_s.get(run.profile)
+    record = ResultRecord(
+        experiment=exp.name, paper=exp.paper, checks=exp.checks, profile=run.profile,
+        status=status, seed=config.seed, config=to_jsonable(config.to_dict()),
+        results=to_jsonable(results), claims=claims,
+        verdict=experiment_verdict(status, claims), tables=tables, figures=figures,
+        error=error, environment=environment(device),
+        budget_s=None if budget is None else float(budget), wall_time_s=wall,
+        started=started.isoformat(timespec="seconds"),
+        finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        table_files=write_table_csvs(tables, work))
+    record.save(work)
     _swap_into_place(work, final)
-    return RunRecord(exp.name, status, final, record["verdict"], wall, error)
+    return RunRecord(exp.name, status, final, record.verdict, wall, error, record.budget_s)
+
+
+def working_folder(out: Path, name: str) -> Path:
+    """``out/.NAME.partial``, ready to work in: an interrupted run's folder is kept as it is;
+    without one, a failed result's folder ``out/NAME`` is moved back (its sweep points are
+    reused); leftover temporary files of interrupted atomic writes are removed."""
+    work = out / f".{name}.partial"
+    final = out / name
+    if not work.exists() and final.is_dir():
+        try:
+            failed = load_record(final / RESULTS).status == "failed"
+        except RecordError:
+            failed = False  # not ours to reuse: replaced when this run ends
+        if failed:
+            os.replace(final, work)
+    work.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(work)
+    return work
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:50] or "table"
+
+
+def write_table_csvs(tables: list[Table], folder: Path) -> list[str]:
+    """Each table as ``table-<i>-<title>.csv`` in ``folder`` (atomically); returns the names.
+    The title is the CSV's first line, as a comment; the note its last."""
+    import csv
+    import io
+
+    names = []
+    for i, t in enumerate(tables, 1):
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(t.columns)
+        writer.writerows([[_csv_cell(x) for x in row] for row in t.rows])
+        name = f"table-{i}-{_slug(t.title)}.csv"
+        atomic_write_text(folder / name, buf.getvalue())
+        names.append(name)
+    return names
+
+
+def _csv_cell(x: Any) -> Any:
+    x = to_jsonable(x)
+    return "" if x is None else x
 
 
 def _swap_into_place(work: Path, final: Path) -> None:
@@ -252,18 +287,20 @@ def _swap_into_place(work: Path, final: Path) -> None:
 def record_broken(module: str, error: str, out: Path, profile: str, device: torch.device
                   ) -> RunRecord:
     """Write a failed result for an experiment module that could not even be imported."""
-    work = out / f".{module}.partial"
-    work.mkdir(parents=True, exist_ok=True)
+    work = working_folder(out, module)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    record = to_jsonable({
-        "experiment": module, "paper": "?", "checks": "(module failed to import)",
-        "profile": profile, "status": "failed", "seed": None, "config": {}, "results": None,
-        "claims": [], "verdict": None, "tables": [], "figures": [], "error": error,
-        "environment": environment(device), "budget_s": float("nan"), "wall_time_s": 0.0,
-        "started": now, "finished": now,
-    })
-    atomic_write_json(work / RESULTS, record)
-    atomic_write_text(work / "report.md", experiment_markdown(record))
+    record = ResultRecord(
+        experiment=module, paper="?", checks="(module failed to import)", profile=profile,
+        status="failed", seed=None, config={}, results=None, claims=[], verdict="failed",
+        tables=[], figures=[], error=error, environment=environment(device), budget_s=None,
+        wall_time_s=0.0, started=now, finished=now)
+    record.save(work)
     final = out / module
     _swap_into_place(work, final)
-    return RunRecord(module, "failed", final, None, 0.0, error)
+    return RunRecord(module, "failed", final, "failed", 0.0, error)
+
+
+def tidy_finished(folder: Path) -> list[Path]:
+    """Remove leftover temporary files of interrupted writes from a finished result folder
+    that is being reused; returns what was removed."""
+    return remove_stale_tmp(folder) if Path(folder).is_dir() else []

@@ -6,13 +6,15 @@ claims with a graded tolerance, ``partly``. Use these helpers in ``claims()`` in
 hand-written ``"reproduced" if ... else ...`` chains:
 
 * point rules, for quantities without sampling noise (a closed form, a count):
-  :func:`at_least`, :func:`at_most`, :func:`within`, :func:`ordered`;
+  :func:`at_least`, :func:`at_most` (both with an optional looser ``partly`` threshold),
+  :func:`within`, :func:`ordered`;
 * interval rules, for quantities estimated from seeds, draws or timing repeats: build an
-  :class:`Estimate` (:func:`mean_interval`, :func:`bootstrap_interval`,
-  :func:`difference_interval`, :func:`ratio_interval`) and decide with
+  :class:`Estimate` (:func:`mean_interval`, :func:`mean_sem_interval`,
+  :func:`bootstrap_interval`, :func:`difference_interval`, :func:`ratio_interval`) and decide with
   :func:`interval_at_least`, :func:`interval_at_most`, :func:`interval_within`,
   :func:`interval_ordered`. They return ``inconclusive`` when the interval straddles the
-  threshold, so a claim whose effect is inside the noise never flips with the noise.
+  threshold, so a claim whose effect is inside the noise never flips with the noise;
+* :func:`all_of` combines the verdicts of one claim checked at several points.
 
 A NaN value, threshold or tolerance raises ``ValueError``: it must never produce a verdict.
 """
@@ -42,14 +44,26 @@ def _num(name: str, value: float) -> float:
 
 
 # --------------------------------------------------------------------------- point rules
-def at_least(value: float, threshold: float) -> str:
-    """``reproduced`` when ``value >= threshold``."""
-    return REPRODUCED if _num("value", value) >= _num("threshold", threshold) else NOT_REPRODUCED
+def at_least(value: float, threshold: float, *, partly: float | None = None) -> str:
+    """``reproduced`` when ``value >= threshold``; ``partly`` when ``value >= partly`` (a
+    looser threshold, if given); else ``not reproduced``."""
+    value = _num("value", value)
+    if value >= _num("threshold", threshold):
+        return REPRODUCED
+    if partly is not None and value >= _num("partly", partly):
+        return PARTLY
+    return NOT_REPRODUCED
 
 
-def at_most(value: float, threshold: float) -> str:
-    """``reproduced`` when ``value <= threshold``."""
-    return REPRODUCED if _num("value", value) <= _num("threshold", threshold) else NOT_REPRODUCED
+def at_most(value: float, threshold: float, *, partly: float | None = None) -> str:
+    """``reproduced`` when ``value <= threshold``; ``partly`` when ``value <= partly`` (a
+    looser threshold, if given); else ``not reproduced``."""
+    value = _num("value", value)
+    if value <= _num("threshold", threshold):
+        return REPRODUCED
+    if partly is not None and value <= _num("partly", partly):
+        return PARTLY
+    return NOT_REPRODUCED
 
 
 def within(value: float, target: float, *, rel_tol: float | None = None,
@@ -102,6 +116,20 @@ class Estimate:
     def to_dict(self) -> dict[str, float | int | str]:
         return {"value": self.value, "lo": self.lo, "hi": self.hi, "n": self.n,
                 "method": self.method, "level": self.level}
+
+
+def mean_sem_interval(mean: float, sem: float, n: int, level: float = LEVEL) -> Estimate:
+    """A Student-t interval ``mean +- t * sem`` from a mean and its standard error over ``n``
+    samples (when only the summary was kept); ``n < 2`` gives an infinitely wide interval."""
+    from scipy import stats
+
+    mean, sem = _num("mean", mean), _num("sem", sem)
+    if sem < 0:
+        raise ValueError(f"sem must be >= 0, got {sem}")
+    if n < 2 or not math.isfinite(sem):
+        return Estimate(mean, -math.inf, math.inf, int(n), "t", level)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * sem)
+    return Estimate(mean, mean - half, mean + half, int(n), "t", level)
 
 
 def _samples(name: str, samples: Sequence[float]) -> np.ndarray:
@@ -232,4 +260,20 @@ def interval_ordered(estimates: Sequence[Estimate], *, decreasing: bool = False)
         return NOT_REPRODUCED
     if INCONCLUSIVE in verdicts:
         return INCONCLUSIVE
+    return REPRODUCED
+
+
+def all_of(verdicts: Sequence[str]) -> str:
+    """One verdict for a claim judged at several points (every point must hold): ``not
+    reproduced`` if any point is, else ``inconclusive`` if any is, else ``partly`` if any is,
+    else ``reproduced``."""
+    verdicts = list(verdicts)
+    if not verdicts:
+        raise ValueError("all_of() needs at least one verdict")
+    for v in verdicts:
+        if v not in (REPRODUCED, PARTLY, INCONCLUSIVE, NOT_REPRODUCED):
+            raise ValueError(f"not a verdict: {v!r}")
+    for v in (NOT_REPRODUCED, INCONCLUSIVE, PARTLY):
+        if v in verdicts:
+            return v
     return REPRODUCED

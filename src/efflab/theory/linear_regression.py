@@ -12,12 +12,30 @@ Belkin, Hsu and Xu (2019, "Two models of double descent for weak features", Thm 
 
 "risk" is the expected squared error on a fresh (x, y), noise included. Features outside T
 act as extra noise of variance |beta_Tc|^2, which is why they enter next to sigma^2.
+
+Benign overfitting (Bartlett, Long, Lugosi and Tsigler 2020, as surveyed in §7): with Sigma's
+eigenvalues lambda_1 >= lambda_2 >= ..., the effective ranks
+
+    r_k = sum_{i>k} lambda_i / lambda_{k+1},   R_k = (sum_{i>k} lambda_i)^2 / sum_{i>k} lambda_i^2,
+    k*  = min{k >= 0 : r_k >= b n}
+
+(:func:`effective_ranks`) decide whether interpolation is benign (r_0/n, k*/n, n/R_{k*} -> 0).
+:func:`min_norm_risk_equivalent` is the deterministic equivalent of the min-norm interpolator's
+excess risk (Hastie, Montanari, Rosset, Tibshirani 2022; Bach 2024): kappa > 0 solves
+``sum_i lambda_i / (lambda_i + kappa) = n``, and with ``df2 = sum_i lambda_i^2 / (lambda_i +
+kappa)^2``
+
+    bias = kappa^2 sum_i theta_i^2 lambda_i / (lambda_i + kappa)^2 / (1 - df2 / n),
+    variance = sigma^2 (df2 / n) / (1 - df2 / n);
+
+for Sigma = I it equals :func:`asymptotic_excess_risk` (Hastie et al.'s isotropic limit).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.optimize import brentq
 
 
 def min_norm_least_squares(x: torch.Tensor, y: torch.Tensor, ridge: float = 0.0,
@@ -143,3 +161,55 @@ def grid_ps(d: int, n: int, points: int) -> list[int]:
     ps |= {q for q in range(n - 2, n + 3) if 1 <= q <= d}
     return sorted(ps)
 
+
+# -- benign overfitting: effective ranks and the deterministic equivalent ----------------------
+def effective_ranks(eigs: np.ndarray, n: int, b: float = 1.0) -> dict[str, float]:
+    """r_0, k*, r_{k*}, R_{k*} of a spectrum (any order), as in Bartlett et al. (2020).
+
+    eigs: (d,) nonnegative. ``k*`` is ``d`` (and the ranks nan) when no k qualifies.
+    """
+    lam = np.sort(np.asarray(eigs, float))[::-1]
+    if lam.ndim != 1 or lam.size == 0 or lam[-1] < 0:
+        raise ValueError(f"eigs must be a non-empty 1-D array of nonnegative values, "
+                         f"got shape {lam.shape}")
+    tail = np.concatenate([np.cumsum(lam[::-1])[::-1], [0.0]])       # sum_{i>k}, k = 0..d
+    tail_sq = np.concatenate([np.cumsum(lam[::-1] ** 2)[::-1], [0.0]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(lam > 0, tail[:-1] / lam, 0.0)                  # r_k for k = 0..d-1
+    ok = np.flatnonzero(r >= b * n)
+    k_star = int(ok[0]) if ok.size else lam.size
+    out = {"r0": float(r[0]), "k_star": k_star, "r_kstar": float("nan"),
+           "R_kstar": float("nan")}
+    if ok.size:
+        out["r_kstar"] = float(r[k_star])
+        out["R_kstar"] = float(tail[k_star] ** 2 / tail_sq[k_star])
+    return out
+
+
+def min_norm_risk_equivalent(eigs: np.ndarray, theta_sq: np.ndarray, n: int, sigma: float
+                             ) -> dict[str, float]:
+    """Deterministic equivalent of the excess risk of min-norm interpolation (needs d > n).
+
+    eigs: (d,) eigenvalues of Sigma, theta_sq: (d,) squared coefficients of theta in Sigma's
+    eigenbasis. Returns kappa, bias, variance and their sum, ``excess``.
+    """
+    lam = np.asarray(eigs, float)
+    th = np.asarray(theta_sq, float)
+    if lam.shape != th.shape or lam.ndim != 1:
+        raise ValueError(f"eigs and theta_sq must be 1-D of one shape, got {lam.shape} and "
+                         f"{th.shape}")
+    if np.count_nonzero(lam > 0) <= n:
+        raise ValueError(f"need more than n = {n} positive eigenvalues to interpolate, "
+                         f"got {np.count_nonzero(lam > 0)}")
+
+    def gap(log_kappa: float) -> float:
+        return float(np.sum(lam / (lam + np.exp(log_kappa)))) - n
+
+    # sum lambda/(lambda + kappa) falls from (#positive) to 0 as kappa grows: one root
+    lo, hi = np.log(lam[lam > 0].min()) - 40.0, np.log(lam.sum()) + 5.0
+    kappa = float(np.exp(brentq(gap, lo, hi, xtol=1e-14, rtol=1e-14)))
+    df2 = float(np.sum(lam**2 / (lam + kappa) ** 2))
+    shrink = 1.0 - df2 / n
+    bias = kappa**2 * float(np.sum(th * lam / (lam + kappa) ** 2)) / shrink
+    variance = sigma**2 * (df2 / n) / shrink
+    return {"kappa": kappa, "bias": bias, "variance": variance, "excess": bias + variance}

@@ -31,9 +31,22 @@ import torch
 
 from efflab.experiments import register
 from efflab.experiments.base import Claim, Experiment, ExperimentConfig, RunContext, Table
+from efflab.experiments.checks import (
+    at_least,
+    finite,
+    in_range,
+    nonnegative,
+    one_of,
+    param,
+    positive,
+)
 from efflab.experiments.plotting import plot_risk_curve, save_figure
 from efflab.experiments.sweep import limit_threads, sweep
+from efflab.experiments.verdicts import all_of, at_most
+from efflab.experiments.verdicts import at_least as verdict_at_least
+from efflab.seeding import derive_seed
 from efflab.theory.random_features import (
+    ACTIVATIONS,
     activation_coefficients,
     fit_second_layer,
     mei_montanari_risk,
@@ -46,51 +59,39 @@ TASKS = ("teacher", "mnist1d")
 
 @dataclass
 class DoubleDescentRandomFeaturesConfig(ExperimentConfig):
-    n_teacher: int = 200        # training samples, teacher task
-    d_teacher: int = 100        # input dimension, teacher task (n << d^2: Mei-Montanari regime)
-    sigma: float = 0.5          # teacher label noise (standard deviation)
-    n_mnist1d: int = 200        # training signals drawn from MNIST-1D's 4000
-    n_test: int = 1000          # teacher test inputs (MNIST-1D uses its 1000 test signals)
-    ratio_min: float = 0.1      # N / n from ratio_min ...
-    ratio_max: float = 8.0      # ... to ratio_max, geometric, plus N = n exactly
-    grid_points: int = 17
-    ridge: float = 1e-3         # the "small ridge" (0 is always run too)
-    activation: str = "relu"
-    trials: int = 6             # teacher trials (new features and data each)
-    trials_mnist1d: int = 2
-    prominence: float = 3.0     # ridgeless: error at N = n over error at the largest N must exceed
-    bump_ridge: float = 1.1     # ridge: error at N = n over the best error at N < n must stay below
-    theory_tol: float = 0.2     # teacher: relative gap to the asymptotic theory where judged
-    #                             (d = 100 is small: finite-d corrections are largest near N = n)
-    ridgeless_bar: float = 1e-8  # the theory's ridgeless limit, lambda / mu_star^2 -> 0+
-
-    @classmethod
-    def quick(cls) -> DoubleDescentRandomFeaturesConfig:
-        return cls()
+    n_teacher: int = param(200, "training samples, teacher task", check=at_least(20))
+    d_teacher: int = param(100, "input dimension, teacher task (n << d^2: Mei-Montanari "
+                                "regime)", check=at_least(1))
+    sigma: float = param(0.5, "teacher label noise (standard deviation)", check=nonnegative)
+    n_mnist1d: int = param(200, "training signals drawn from MNIST-1D's 4000",
+                           check=in_range(20, 4000))
+    n_test: int = param(1000, "teacher test inputs (MNIST-1D uses its 1000 test signals)",
+                        check=at_least(1))
+    ratio_min: float = param(0.1, "N / n from ratio_min ...",
+                             check=in_range(0, 0.5, lo_open=True, hi_open=True))
+    ratio_max: float = param(8.0, "... to ratio_max, geometric, plus N = n exactly",
+                             check=at_least(2) & finite)
+    grid_points: int = param(17, "feature counts on the grid", check=at_least(7))
+    ridge: float = param(1e-3, "the small ridge (0 is always run too)", check=positive)
+    activation: str = param("relu", "activation of the random features",
+                            check=one_of(*ACTIVATIONS))
+    trials: int = param(6, "teacher trials (new features and data each)", check=at_least(1))
+    trials_mnist1d: int = param(2, "MNIST-1D trials", check=at_least(1))
+    prominence: float = param(3.0, "ridgeless: error at N = n over error at the largest N must "
+                                   "exceed this", check=positive)
+    bump_ridge: float = param(1.1, "ridge: error at N = n over the best error at N < n must "
+                                   "stay below this", check=positive)
+    theory_tol: float = param(0.2, "teacher: relative gap to the asymptotic theory where "
+                                   "judged (d = 100 is small: finite-d corrections are largest "
+                                   "near N = n)", check=in_range(0, 1, lo_open=True))
+    ridgeless_bar: float = param(1e-8, "the theory's ridgeless limit, lambda / mu_star^2 -> 0+",
+                                 check=positive)
 
     @classmethod
     def full(cls) -> DoubleDescentRandomFeaturesConfig:
         # MNIST-1D stays at n = 400: its 10 outputs cost 10 SVDs per fit (see fit_second_layer)
         return cls(n_teacher=400, d_teacher=200, n_mnist1d=400, ratio_max=10.0,
                    grid_points=41, trials=40, trials_mnist1d=5, theory_tol=0.1)
-
-    def validate(self) -> None:
-        if not 0 < self.ratio_min < 0.5 or self.ratio_max < 2:
-            raise ValueError(f"need 0 < ratio_min < 0.5 and ratio_max >= 2 to see both sides "
-                             f"of N = n, got ratio_min={self.ratio_min}, "
-                             f"ratio_max={self.ratio_max}")
-        if self.grid_points < 7:
-            raise ValueError(f"grid_points must be >= 7, got {self.grid_points}")
-        if min(self.n_teacher, self.n_mnist1d) < 20:
-            raise ValueError(f"n_teacher and n_mnist1d must be >= 20, got {self.n_teacher}, "
-                             f"{self.n_mnist1d}")
-        if self.n_mnist1d > 4000:
-            raise ValueError(f"n_mnist1d must be <= 4000 (MNIST-1D's training set), "
-                             f"got {self.n_mnist1d}")
-        if self.ridge <= 0:
-            raise ValueError(f"ridge must be > 0 (ridgeless is always run), got {self.ridge}")
-        if min(self.trials, self.trials_mnist1d) < 1:
-            raise ValueError(f"trials must be >= 1, got {self.trials}, {self.trials_mnist1d}")
 
 
 def feature_grid(n: int, ratio_min: float, ratio_max: float, points: int) -> list[int]:
@@ -157,11 +158,12 @@ def _rf_trial(point: dict[str, Any]) -> dict[str, Any]:
 
 def _points(cfg: DoubleDescentRandomFeaturesConfig) -> list[dict[str, Any]]:
     pts = []
-    for t, task in enumerate(TASKS):
+    for task in TASKS:
         n = cfg.n_teacher if task == "teacher" else cfg.n_mnist1d
         trials = cfg.trials if task == "teacher" else cfg.trials_mnist1d
         for trial in range(trials):
-            pts.append({"task": task, "trial": trial, "seed": cfg.seed * 100003 + 1000 * t + trial,
+            pts.append({"task": task, "trial": trial,
+                        "seed": derive_seed(cfg.seed, "random-features", task, trial),
                         "n": n, "d": cfg.d_teacher, "n_test": cfg.n_test, "sigma": cfg.sigma,
                         "ns": feature_grid(n, cfg.ratio_min, cfg.ratio_max, cfg.grid_points),
                         "ridges": [0.0, cfg.ridge], "activation": cfg.activation})
@@ -183,9 +185,11 @@ class DoubleDescentRandomFeatures(Experiment):
               "descends after it; a small ridge flattens the peak (teacher and MNIST-1D)")
     Config = DoubleDescentRandomFeaturesConfig
     budget_s = {"quick": 45.0, "full": 1800.0}
+    smoke = {"n_teacher": 24, "d_teacher": 12, "n_mnist1d": 24, "n_test": 50,
+             "grid_points": 7, "ratio_max": 3.0, "trials": 2, "trials_mnist1d": 1}
+    smoke_slow = True  # generating MNIST-1D takes ~10 s
 
     def run(self, config: DoubleDescentRandomFeaturesConfig, ctx: RunContext) -> dict[str, Any]:
-        config.validate()
         points = _points(config)
         trials = sweep(rf_trial, points, ctx, "rf-v1", desc="random features trials")
         out: dict[str, Any] = {"tasks": {}}
@@ -264,8 +268,9 @@ class DoubleDescentRandomFeatures(Experiment):
                 paper=f"peak at N = n = {n}",
                 ours=f"median peak at N = {s0['peak_N']} ({s0['peak_steps']} grid steps away)",
                 tolerance="within one grid step of N = n",
-                verdict="reproduced" if s0["peak_steps"] <= 1 else "not reproduced"))
-            descends = s0["end"] < s0["at_1_5n"] and s0["prominence"] > config.prominence
+                verdict=at_most(s0["peak_steps"], 1)))
+            descends = all_of([at_most(s0["end"], s0["at_1_5n"]),
+                               verdict_at_least(s0["prominence"], config.prominence)])
             claims.append(Claim(
                 text=f"{task}: past the threshold the ridgeless error descends again",
                 paper="second descent for N > n",
@@ -274,15 +279,14 @@ class DoubleDescentRandomFeatures(Experiment):
                       f"<= {s0['train_over']:.1e} for N >= n"),
                 tolerance=(f"error at the largest N below that at N ~ 1.5 n, and error at "
                            f"N = n over error at the largest N > {config.prominence:g}"),
-                verdict="reproduced" if descends else "not reproduced"))
-            flat = sr["bump"] < config.bump_ridge
+                verdict=descends))
             claims.append(Claim(
                 text=f"{task}: a small ridge ({config.ridge:g}) flattens the peak",
                 paper="no peak at N = n with a (well tuned) ridge",
                 ours=(f"error at N = n / best error at N < n: {sr['bump']:.2f} with ridge, "
                       f"{s0['bump']:.3g} ridgeless"),
                 tolerance=f"ridge ratio < {config.bump_ridge:g}",
-                verdict="reproduced" if flat else "not reproduced"))
+                verdict=at_most(sr["bump"], config.bump_ridge)))
         claims.append(self._theory_claim(results, config))
         return claims
 
@@ -309,8 +313,7 @@ class DoubleDescentRandomFeatures(Experiment):
             paper="limit N, n, d -> infinity at fixed N/d, n/d (Mei & Montanari 2019, Thm 1)",
             ours=f"max relative gap {100 * worst:.1f}% ({where})",
             tolerance=f"<= {100 * tol:.0f}% (partly: <= {200 * tol:.0f}%)",
-            verdict="reproduced" if worst <= tol else "partly" if worst <= 2 * tol
-            else "not reproduced")
+            verdict=at_most(worst, tol, partly=2 * tol))
 
     # -- presentation ----------------------------------------------------------------------
     def figures(self, results: dict[str, Any], config: DoubleDescentRandomFeaturesConfig,
