@@ -49,7 +49,7 @@ def no_work(monkeypatch):
     """The runner's stub: records the validated config instead of running."""
     started = []
 
-    def run_planned(run, out, device, force=False, jobs=1):
+    def run_planned(run, out, device, force=False, jobs=1, launcher=None):
         started.append(run.config)
         return RunRecord(run.experiment.name, "ok", out / run.experiment.name, "reproduced", 0.0)
 

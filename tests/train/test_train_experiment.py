@@ -116,8 +116,14 @@ def test_config_errors():
     q = exp.Config.quick()
     with pytest.raises(ConfigError, match="fb_warmup must be <= fb_steps"):
         dataclasses.replace(q, fb_warmup=300).validate()
+    with pytest.raises(ConfigError, match="is not a folder"):
+        dataclasses.replace(q, dataset="cifar10", cifar_root="/no/such/folder").validate()
+    # no folder at all: the config stays valid (printable, and `reproduce --profile full`
+    # runs the rest), and the run refuses before any work
+    no_data = dataclasses.replace(q, dataset="cifar10")
+    no_data.validate()
     with pytest.raises(ConfigError, match="dataset=cifar10 needs cifar_root"):
-        dataclasses.replace(q, dataset="cifar10").validate()
+        exp.run(no_data, None)
     with pytest.raises(ConfigError, match="dataset must be one of"):
         dataclasses.replace(q, dataset="svhn").validate()
     with pytest.raises(ConfigError, match="rows must include 'sgd' and 'fb'"):

@@ -64,7 +64,8 @@ def in_range(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = Fal
 
 
 def at_least(lo: float) -> Check:
-    return Check(lambda v: _real(v) and not math.isnan(v) and v >= lo, f">= {lo}")
+    """A finite number >= ``lo`` (a config value of infinity is never meant)."""
+    return Check(lambda v: _real(v) and math.isfinite(v) and v >= lo, f">= {lo}")
 
 
 def one_of(*choices: Any) -> Check:

@@ -215,13 +215,15 @@ def build(case: str, mech: str, n: int, device: torch.device | str = "cpu",
         if mech == "mha":
             module = SelfAttention(nn.MultiheadAttention(EMBED, HEADS, batch_first=True))
         elif mech == "linformer":
-            module = MultiheadAttention(EMBED, HEADS, "linformer", max_seq_len=n, k=LINFORMER_K)
+            # k <= n: at a tiny smoke length the projection cannot be longer than the sequence
+            module = MultiheadAttention(EMBED, HEADS, "linformer", max_seq_len=n,
+                                        k=min(LINFORMER_K, n))
         else:
             try:
                 from linformer import LinformerSelfAttention
             except ImportError:
                 return None
-            module = LinformerSelfAttention(EMBED, n, k=LINFORMER_K, heads=HEADS)
+            module = LinformerSelfAttention(EMBED, n, k=min(LINFORMER_K, n), heads=HEADS)
     return AttentionStep(module.to(device), inputs, dtype)
 
 
