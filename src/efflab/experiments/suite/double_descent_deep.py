@@ -261,6 +261,9 @@ class DoubleDescentDeep(Experiment):
     # quick: 36 points, 245 CPU-seconds measured (2 idle cores, --jobs 2: ~125 s); full: 19 widths
     # x 3 seeds x 2 noises at 500 epochs on 4,000 signals, ~2 h with --jobs 2
     budget_s = {"quick": 150.0, "full": 3 * 3600.0}
+    #: seconds-long overrides for the end-to-end test of every experiment
+    smoke = {"n_train": 200, "n_test": 200, "widths": (2, 4, 8, 16, 32), "epochs": 1.0,
+             "seeds": (0, 1)}
 
     def run(self, config: DoubleDescentDeepConfig, ctx: RunContext) -> dict[str, Any]:
         widths = list(config.grid)

@@ -217,6 +217,11 @@ class EfficiencyMisnomer(Experiment):
               "FLOPs and speed rankings flip")
     Config = EfficiencyMisnomerConfig
     budget_s = {"quick": 120.0, "full": 3600.0}
+    #: seconds-long overrides for the end-to-end test of every experiment
+    smoke = {"embed_dim": 16, "num_heads": 2, "seq_len": 16, "long_seq_len": 32, "batch_size": 2,
+             "batch_sizes": (1, 2), "share_depth": 3, "moe_experts": (2, 4), "linformer_k": 4,
+             "performer_features": 8, "repeats": 1, "report_repeats": 1, "rounds": 2,
+             "memory": False}
 
     def run(self, config: EfficiencyMisnomerConfig, ctx: RunContext) -> dict[str, Any]:
         old_threads = torch.get_num_threads()

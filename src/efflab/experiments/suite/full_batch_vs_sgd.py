@@ -241,6 +241,10 @@ class FullBatchVsSGD(Experiment):
     Config = FullBatchVsSGDConfig
     # quick: 15 runs on 8x8 digits, about 200 CPU-seconds (2 idle cores: ~100 s with --jobs 2)
     budget_s = {"quick": 150.0, "full": 48 * 3600.0}
+    #: seconds-long overrides for the end-to-end test of every experiment
+    smoke = {"seeds": (0,), "test_fraction": 0.8, "width": 4, "depth": 2, "sgd_epochs": 2,
+             "sgd_batch": 256, "fb_steps": 4, "fb_warmup": 1, "grad_reg_block": 256,
+             "strong_block": 128, "eval_points": 2}
 
     def run(self, config: FullBatchVsSGDConfig, ctx: RunContext) -> dict[str, Any]:
         if config.dataset == "cifar10" and not config.cifar_root:

@@ -283,6 +283,10 @@ class LRAListOps(Experiment):
               "every cost indicator")
     Config = LRAListOpsConfig
     budget_s = {"quick": 150.0, "full": 4 * 3600.0}
+    #: seconds-long overrides for the end-to-end test of every experiment
+    smoke = {"min_length": 20, "max_length": 60, "num_train": 64, "num_val": 8, "num_test": 32,
+             "embed_dim": 8, "mlp_dim": 16, "linformer_k": 8, "performer_features": 8, "steps": 2,
+             "batch_size": 8, "warmup_steps": 1, "measure_batch": 4, "measure_repeats": 1}
 
     def run(self, config: LRAListOpsConfig, ctx: RunContext) -> dict[str, Any]:
         start = time.perf_counter()

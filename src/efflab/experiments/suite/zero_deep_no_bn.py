@@ -106,6 +106,9 @@ class ZeroDeepNoBN(Experiment):
               "initialization fails; Fixup and ReZero shown as the fair baselines")
     Config = Config
     budget_s = {"quick": 60.0, "full": 6 * 3600.0}
+    #: seconds-long overrides for the end-to-end test of every experiment
+    smoke = {"depths": (2, 4), "width": 4, "steps": 2, "warmup_steps": 0,
+             "inits": ("zero", "kaiming", "fixup", "rezero")}
 
     def run(self, config: Config, ctx: RunContext) -> dict[str, Any]:
         c = config

@@ -186,6 +186,9 @@ class ZeroLowRank(Experiment):
               "random initialization it is full from the first step")
     Config = Config
     budget_s = {"quick": 25.0, "full": 1800.0}
+    #: seconds-long overrides for the end-to-end test of every experiment
+    smoke = {"width": 16, "depth": 2, "steps": 4, "num_samples": 300, "inits": ("zero", "kaiming"),
+             "wide_width": 48, "wide_steps": 3, "conv_steps": 2, "conv_widths": (4, 8)}
 
     def run(self, config: Config, ctx: RunContext) -> dict[str, Any]:
         c = config

@@ -233,6 +233,10 @@ class ZeroVsRandom(Experiment):
               "bit-identical")
     Config = Config
     budget_s = {"quick": 180.0, "full": 6 * 3600.0}
+    #: seconds-long overrides for the end-to-end test of every experiment
+    smoke = {"seeds": (0, 1), "widths": (4, 8), "digits_epochs": 0.1, "mnist1d_epochs": 0.1,
+             "mnist1d_samples": 200, "mnist1d_inits": ("zero", "kaiming"),
+             "determinism_epochs": 0.1}
 
     def run(self, config: Config, ctx: RunContext) -> dict[str, Any]:
         c = config
