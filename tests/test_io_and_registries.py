@@ -141,3 +141,20 @@ def test_mnist1d_is_generated_locally_and_deterministic(monkeypatch):
     assert set(a.y_train.tolist()) <= set(range(10))
     with pytest.raises(ValueError, match="train_split must be in"):
         m.load_mnist1d(train_split=1.5)
+
+
+def test_git_commit_of_a_copy_outside_git_says_so(tmp_path, monkeypatch):
+    """An installed package (a wheel) is not a git checkout, even inside some repository."""
+    import shutil
+    import subprocess
+
+    import efflab
+    from efflab.experiments import runner
+
+    repo = tmp_path / "repo"
+    site = repo / ".venv" / "site-packages" / "efflab"
+    site.mkdir(parents=True)
+    shutil.copy(efflab.__file__, site / "__init__.py")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    monkeypatch.setattr(efflab, "__file__", str(site / "__init__.py"))
+    assert runner._git_commit() == f"not a git checkout (efflab {efflab.__version__})"

@@ -121,3 +121,41 @@ def test_progress_bar_shows_the_loss(capsys):
     model, data = _setup()
     train(model, data, TrainConfig(steps=3, batch_size=8, progress=False))
     assert "loss=" not in capsys.readouterr().err
+
+
+def test_cli_tensorboard_flag_logs_every_training_run_of_an_experiment(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from efflab.cli import main
+    from efflab.train.loop import TENSORBOARD_ENV
+
+    monkeypatch.delenv(TENSORBOARD_ENV, raising=False)
+    tb = tmp_path / "tb"
+    sets = ["width=16", "depth=2", "steps=4", "num_samples=300", "inits=zero,kaiming",
+            "wide_width=48", "wide_steps=3", "conv_steps=2", "conv_widths=4,8"]
+    argv = ["run", "zero-low-rank", "--out", str(tmp_path / "o"), "--quiet",
+            "--tensorboard", str(tb)]
+    for item in sets:
+        argv += ["--set", item]
+    try:
+        assert main(argv) == 0
+    finally:
+        import os
+        os.environ.pop(TENSORBOARD_ENV, None)
+    runs = sorted(p for p in tb.iterdir() if p.is_dir())
+    assert len(runs) >= 2                      # one folder per training run (ZerO, Kaiming)
+    acc = EventAccumulator(str(runs[0]))
+    acc.Reload()
+    assert "train/train_loss" in acc.Tags()["scalars"]
+
+
+def test_a_half_written_checkpoint_tmp_is_removed_on_the_next_start(tmp_path):
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    stale = ck / ".checkpoint.pt.k3j9x0ab.tmp"   # what a kill during torch.save leaves
+    stale.write_bytes(b"half")
+    model, data = _setup()
+    train(model, data, TrainConfig(steps=2, batch_size=8, checkpoint_dir=str(ck),
+                                   checkpoint_every=1))
+    assert not stale.exists()
+    assert [p.name for p in ck.iterdir()] == ["checkpoint.pt"]

@@ -78,6 +78,10 @@ def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
                         "fastest on one thread, and a second thread on a busy machine can make "
                         "them ten times slower; the count is recorded in results.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tensorboard", metavar="DIR", default=None,
+                   help="write the scalars of every training run (loss, accuracy, learning "
+                        "rate, gradient norm, seconds per step) for TensorBoard under DIR, one "
+                        "subfolder per run (the tensorboard extra)")
     add_launcher_arguments(p)
 
 
@@ -214,8 +218,26 @@ def _prepare(args: argparse.Namespace, names: list[str], overrides: list[str],
     out = check_output_dir(args.out)
     if warning := launcher_warning(args.sweep_launcher, out):
         print(f"efflab: warning: {warning}", file=sys.stderr)
+    if args.tensorboard is not None:
+        _use_tensorboard(args.tensorboard)
     torch.set_num_threads(args.threads)
     return planned, out, device
+
+
+def _use_tensorboard(folder: str) -> None:
+    """Every ``efflab.train.train`` call of this process and its workers logs under
+    ``folder`` (through the environment, which sweep workers inherit)."""
+    from efflab.train.loop import TENSORBOARD_ENV
+
+    if not folder:
+        raise UsageError("--tensorboard needs a folder, got ''")
+    try:
+        import tensorboard  # noqa: F401 - torch's SummaryWriter needs it
+    except ImportError:
+        raise UsageError("--tensorboard needs the tensorboard extra: "
+                         "pip install 'efflab[tensorboard]'") from None
+    path = check_output_dir(folder)
+    os.environ[TENSORBOARD_ENV] = str(path)
 
 
 def _print_record(rec: RunRecord) -> None:

@@ -162,18 +162,28 @@ def finished_record(folder: Path) -> ResultRecord | None:
     return record if record.status == "ok" else None
 
 
-def _git_commit() -> str | None:
+def _git_commit() -> str:
+    """The commit of the efflab source that runs (``-dirty`` with uncommitted changes), or
+    ``"not a git checkout (efflab X.Y.Z)"`` for an installed package (a wheel), even one
+    installed into a virtual environment that happens to sit inside some git repository."""
     src = Path(efflab.__file__).resolve().parent
+    fallback = f"not a git checkout (efflab {efflab.__version__})"
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=src, capture_output=True, text=True,
+                              timeout=5)
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True,
-                                text=True, timeout=5)
+        # the package's own files must be tracked: a site-packages copy inside a repo is not
+        if git("ls-files", "--error-unmatch", "__init__.py").returncode != 0:
+            return fallback
+        commit = git("rev-parse", "HEAD")
         if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=src, capture_output=True, text=True, timeout=5).stdout.strip()
+            return fallback
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
         return commit.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        return fallback
 
 
 def environment(device: torch.device) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from efflab.io import atomic_save
+from efflab.io import atomic_save, remove_stale_tmp
 
 FORMAT = "efflab.train.checkpoint/1"
 FILENAME = "checkpoint.pt"
@@ -95,4 +95,5 @@ def check_checkpoint_dir(checkpoint_dir: str | Path) -> Path:
                               f"{e.strerror or e}") from e
     if not os.access(path, os.W_OK):
         raise CheckpointError(f"checkpoint_dir {str(path)!r} is not writable")
+    remove_stale_tmp(path)  # what a write killed half-way left beside the checkpoint
     return path

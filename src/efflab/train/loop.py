@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,10 @@ from efflab.train.schedule import learning_rate
 Data = tuple[torch.Tensor, torch.Tensor]
 
 # settings that may differ between a run and the run that resumes it
+#: set by ``efflab run/reproduce --tensorboard DIR``: every run without its own
+#: ``tensorboard_dir`` logs into a fresh subfolder of DIR
+TENSORBOARD_ENV = "EFFLAB_TENSORBOARD"
+
 _RESUMABLE = ("eval_every", "checkpoint_dir", "checkpoint_every", "device", "eval_batch_size",
               "log_grad_norm", "tensorboard_dir", "progress")
 
@@ -346,9 +351,18 @@ def _show_progress(cfg: TrainConfig, rank: int) -> bool:
     return rank == 0 and (enabled() if cfg.progress is None else cfg.progress)
 
 
+_tb_runs = 0
+
+
 def _tensorboard(logdir: str | None):
+    global _tb_runs
     if logdir is None:
-        return None
+        root = os.environ.get(TENSORBOARD_ENV)
+        if not root:
+            return None
+        _tb_runs += 1
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        logdir = os.path.join(root, f"run-{stamp}-pid{os.getpid()}-{_tb_runs}")
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:  # torch's writer needs the tensorboard package

@@ -231,17 +231,19 @@ def train_and_measure(point: dict[str, Any]) -> dict[str, Any]:
                      checkpoint_dir=ckpt, checkpoint_every=cfg.checkpoint_every if ckpt else 0,
                      eval_batch_size=256)
     val = (data.val.tokens.to(device), data.val.labels.to(device))
-    val_history: list[dict[str, float]] = []
     stamps: list[float] = []  # after each optimizer step: the loop's own time per step
     with bar(cfg.steps, desc=f"listops {attention}") as pbar:
 
-        def callback(step: int, net: torch.nn.Module) -> None:
+        def callback(step: int, net: torch.nn.Module) -> dict[str, float] | None:
             stamps.append(time.perf_counter())
             pbar.update(1)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
                 ev = evaluate(net, val, batch_size=256, amp=cfg.amp)
-                val_history.append({"step": step, "val_loss": ev["loss"], "val_acc": ev["acc"]})
                 pbar.set_postfix(val_loss=f"{ev['loss']:.3f}", val_acc=f"{ev['acc']:.3f}")
+                # returned, so train() keeps it in the checkpointed history: a resumed run
+                # still has every validation entry
+                return {"val_loss": ev["loss"], "val_acc": ev["acc"]}
+            return None
 
         start = time.perf_counter()
         result = train(model, (data.train.tokens, data.train.labels), tc, eval_data=val,
@@ -260,6 +262,10 @@ def train_and_measure(point: dict[str, Any]) -> dict[str, Any]:
     # median over steps, so that the validation passes do not count as training time
     step_s = float(np.median(np.diff(stamps))) if len(stamps) > 1 else train_s
     history = [{"step": h["step"], "train_loss": h["train_loss"]} for h in result.history]
+    val_history = [{"step": h["step"], "val_loss": h["val_loss"], "val_acc": h["val_acc"]}
+                   for h in result.history if "val_acc" in h]
+    # the run's own time over every resume, not only this call's
+    train_s = result.total_wall_s
     return {
         "attention": attention, "options": _jsonable_options(cfg.attention_options(attention)),
         "test_acc": test["acc"], "test_loss": test["loss"],
