@@ -115,19 +115,15 @@ def prepare_spec(model_spec: str, input_shape: str | tuple[int, ...], *, batch_s
     ``vocab``, or floats): every mismatch raises :class:`SpecError` naming the value, and an
     input batch that cannot fit in memory raises :class:`MemoryError`, both before any
     measurement. Weights and inputs are drawn from ``seed``."""
-    from efflab.models import create_model
-
-    name, kwargs = parse_model_spec(model_spec)
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
     if batch_size < 1:
         raise SpecError(f"batch_size must be >= 1, got {batch_size}")
     if vocab is not None and vocab < 1:
         raise SpecError(f"vocab must be >= 1, got {vocab}")
     torch.manual_seed(seed)
-    try:
-        model = create_model(name, **kwargs)
-    except TypeError as e:
-        raise SpecError(f"model {name!r} does not take options {kwargs}: {e}") from None
+    model, name, kwargs = _build(model_spec)
+    if model_spec.startswith("hf:") and vocab is None:
+        vocab = int(model.model.config.vocab_size)   # token ids, below the config's vocabulary
     text = "x".join(map(str, shape))
     one = make_inputs(shape, 1, vocab, seed=seed)
     error = _probe(model, one)
@@ -142,6 +138,31 @@ def prepare_spec(model_spec: str, input_shape: str | tuple[int, ...], *, batch_s
                         f"{tuple(one.shape)} ({type(error).__name__}: {error})") from None
     check_fits((one,), batch_size, torch.device(device))
     return model, make_inputs(shape, batch_size, vocab, seed=seed)
+
+
+def _build(model_spec: str) -> tuple[nn.Module, str, dict[str, Any]]:
+    """A model by name from :mod:`efflab.models` (``"mlp:width=64"``), or a Hugging Face
+    model built from its config (``"hf:gpt2:n_layer=2,attention=performer"``; the ``hf``
+    extra; see :func:`efflab.integrations.huggingface.build_measurable`), never downloaded."""
+    from efflab.models import create_model
+
+    if model_spec.startswith("hf:"):
+        arch, _, rest = model_spec[3:].partition(":")
+        _, kwargs = parse_model_spec(f"hf:{rest}")
+        try:
+            from efflab.integrations.huggingface import build_measurable
+        except ImportError as e:
+            raise SpecError(f"{model_spec!r} needs the hf extra (pip install 'efflab[hf]'): "
+                            f"{e}") from None
+        try:
+            return build_measurable(arch, **kwargs), f"hf:{arch}", kwargs
+        except (TypeError, ValueError) as e:
+            raise SpecError(f"{model_spec!r}: {e}") from None
+    name, kwargs = parse_model_spec(model_spec)
+    try:
+        return create_model(name, **kwargs), name, kwargs
+    except TypeError as e:
+        raise SpecError(f"model {name!r} does not take options {kwargs}: {e}") from None
 
 
 def measure_spec(model_spec: str, input_shape: str | tuple[int, ...], *, batch_size: int = 8,
