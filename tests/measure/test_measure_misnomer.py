@@ -70,7 +70,7 @@ def test_transformer_flops_equal_the_hand_formula():
 
 def test_zoo_relations_of_the_paper_cases():
     cfg = tiny_config()
-    entries = {e.name: e for e in zoo(cfg)}
+    entries = {e.name: e for e in zoo(cfg) if e.family != "hf"}
     build = {name: create_model(e.model, **e.options) for name, e in entries.items()}
     unshared, shared = build["L3-d16"], build["L3-d16-shared"]
     pu, ps = count_parameters(unshared), count_parameters(shared)
@@ -190,3 +190,16 @@ def test_noisy_timings_give_inconclusive_not_a_flipped_verdict():
 def test_config_constraints_are_declared_and_checked(override, field):
     with pytest.raises(ConfigError, match=field):
         EfficiencyMisnomerConfig().with_overrides([override]).validate()
+
+
+def test_the_zoo_adds_hugging_face_models_when_transformers_is_installed():
+    from efflab.experiments.suite.efficiency_misnomer import _build
+
+    cfg = tiny_config()
+    hf = [e for e in zoo(cfg) if e.family == "hf"]
+    assert [e.model for e in hf] == ["hf:gpt2", "hf:bert", "hf:llama"]
+    for e in hf:
+        logits = _build(e)(torch.randint(1, e.vocab, (1, e.seq_len)))
+        assert logits.shape == (1, e.seq_len, e.vocab)
+    cfg.hf_models = False
+    assert not [e for e in zoo(cfg) if e.family == "hf"]

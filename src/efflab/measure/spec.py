@@ -121,7 +121,7 @@ def prepare_spec(model_spec: str, input_shape: str | tuple[int, ...], *, batch_s
     if vocab is not None and vocab < 1:
         raise SpecError(f"vocab must be >= 1, got {vocab}")
     torch.manual_seed(seed)
-    model, name, kwargs = _build(model_spec)
+    model, name, kwargs = build_from_spec(model_spec)
     if model_spec.startswith("hf:") and vocab is None:
         vocab = int(model.model.config.vocab_size)   # token ids, below the config's vocabulary
     text = "x".join(map(str, shape))
@@ -140,7 +140,7 @@ def prepare_spec(model_spec: str, input_shape: str | tuple[int, ...], *, batch_s
     return model, make_inputs(shape, batch_size, vocab, seed=seed)
 
 
-def _build(model_spec: str) -> tuple[nn.Module, str, dict[str, Any]]:
+def build_from_spec(model_spec: str) -> tuple[nn.Module, str, dict[str, Any]]:
     """A model by name from :mod:`efflab.models` (``"mlp:width=64"``), or a Hugging Face
     model built from its config (``"hf:gpt2:n_layer=2,attention=performer"``; the ``hf``
     extra; see :func:`efflab.integrations.huggingface.build_measurable`), never downloaded."""

@@ -65,6 +65,7 @@ from efflab.measure import (
 )
 from efflab.measure.load import load_reasons
 from efflab.measure.machine import usable_cores
+from efflab.measure.spec import build_from_spec
 from efflab.models import create_model
 from efflab.seeding import derive_seed
 
@@ -91,6 +92,8 @@ class EfficiencyMisnomerConfig(ExperimentConfig):
     num_heads: int = param(4, "attention heads of every model", check=_count)
     seq_len: int = param(128, "tokens per sample for every model but the long ones",
                          check=_count)
+    hf_models: bool = param(True, "add tiny Hugging Face GPT-2, BERT and Llama models (built "
+                            "from configs) when transformers is installed")
     long_seq_len: int = param(512, "the attention family's second sequence length",
                               check=_count)
     vocab_size: int = param(16, "classifiers' vocabulary (ListOps-sized)", check=at_least(2))
@@ -176,7 +179,34 @@ def zoo(cfg: EfficiencyMisnomerConfig) -> list[ZooEntry]:
                     mlp_dim=4 * d, tie_embeddings=tie)
         entries.append(ZooEntry(f"lm-L4-d{d}" + ("-tied" if tie else ""), "lm",
                                 "transformer_lm", opts, n, cfg.lm_vocab_size))
+    if cfg.hf_models and _have_transformers():
+        # the models people use, built from configs (never downloaded) at the zoo's size
+        heads, vocab = cfg.num_heads, cfg.lm_vocab_size
+        hf = {"gpt2": dict(n_layer=2, n_embd=d, n_head=heads, n_positions=n, vocab_size=vocab),
+              "bert": dict(num_hidden_layers=2, hidden_size=d, num_attention_heads=heads,
+                           intermediate_size=4 * d, max_position_embeddings=n,
+                           vocab_size=vocab),
+              "llama": dict(num_hidden_layers=2, hidden_size=d, num_attention_heads=heads,
+                            num_key_value_heads=max(1, heads // 2), intermediate_size=4 * d,
+                            max_position_embeddings=n, vocab_size=vocab)}
+        entries += [ZooEntry(f"hf-{arch}-L2-d{d}", "hf", f"hf:{arch}", opts, n, vocab)
+                    for arch, opts in hf.items()]
     return entries
+
+
+def _have_transformers() -> bool:
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _build(entry: ZooEntry) -> torch.nn.Module:
+    if entry.model.startswith("hf:"):
+        options = ",".join(f"{k}={v}" for k, v in entry.options.items())
+        return build_from_spec(f"{entry.model}:{options}")[0]
+    return create_model(entry.model, **entry.options)
 
 
 def _inputs(entry: ZooEntry, batch: int, seed: int) -> torch.Tensor:
@@ -239,7 +269,7 @@ class EfficiencyMisnomer(Experiment):
         steps: dict[str, dict[str, Any]] = {}
         for i, entry in enumerate(ctx.progress(entries, desc="measure zoo")):
             torch.manual_seed(derive_seed(config.seed, "weights", entry.name))
-            model = create_model(entry.model, **entry.options)
+            model = _build(entry)
             x = _inputs(entry, config.batch_size, derive_seed(config.seed, "inputs", entry.name))
             report = measure(model, x, name=entry.name, device=device,
                              batch_sizes=config.batch_sizes, tokens_per_sample=entry.seq_len,
