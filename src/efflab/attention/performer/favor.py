@@ -36,6 +36,7 @@ from efflab.attention._checks import (
     repeat_kv,
     resolve_causal,
 )
+from efflab.attention.performer.blockwise import bidirectional_favor, blockwise_positive_favor
 from efflab.attention.performer.features import (
     EXP_MAPS,
     attention_ratio,
@@ -170,14 +171,12 @@ def _favor_core(p: _Prepared, kind: str, kernel_eps: float, chunk_size: int,
     b, h, n_q = x.shape[:3]
     hk, n_k = y.shape[1], y.shape[2]
     groups = h // hk
+    if not p.causal:
+        out = bidirectional_favor(_grouped(x, hk), y, v, w, pad, kind, kernel_eps)
+        return out.view(b, h, n_q, -1), None
     qf = query_features(x, w, kind, kernel_eps)
     u, s, half_sq = key_parts(y, w, kind, kernel_eps)
     v1 = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], -1)
-    if not p.causal:
-        g, _ = key_shift(s, pad, False)
-        kf = shifted_keys(u, s, half_sq, g, kind, pad)
-        num = _grouped(qf, hk) @ (kf.transpose(-1, -2) @ v1)
-        return attention_ratio(num.view(b, h, n_q, -1), kind), None
     g0 = None if initial_state is None else initial_state.shift
     g, g_raw = key_shift(s, pad, True, g0)
     kf = shifted_keys(u, s, half_sq, g, kind, pad)
@@ -292,7 +291,7 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
                     is_causal: bool | None = None, attn_mask: Tensor | None = None,
                     dropout_p: float = 0.0, enable_gqa: bool = False,
                     initial_state: FavorState | None = None,
-                    output_final_state: bool = False):
+                    output_final_state: bool = False, block_size: int | None = None):
     """FAVOR+: D^-1 (phi(Q) (phi(K)^T V)) with D = diag(phi(Q) phi(K)^T 1).
 
     Cost O(seq m head_dim). ``causal`` (alias ``is_causal``): prefix sums in chunks of
@@ -316,11 +315,15 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
     The default ``positive`` map with a fixed projection (a buffer) and no state takes a fused
     path with its own backward (exact double backward by recomputation, see
     :class:`_PositiveFavor`); a projection that requires grad, another map, or a state goes
-    through autograd on the same formulas.
+    through autograd on the same formulas. Bidirectional, that fused path works in blocks of
+    ``block_size`` positions and never holds a (seq x m) feature matrix (default: the rule of
+    :func:`~efflab.attention.performer.blockwise.default_block_size`, 128 to 1024).
     """
     p = _prepare(q, k, v, projection, key_padding_mask, causal, is_causal, feature_map,
                  kernel_eps, scale, attn_mask, dropout_p, enable_gqa)
     check_positive_int("chunk_size", chunk_size)
+    if block_size is not None:
+        check_positive_int("block_size", block_size)
     if not isinstance(output_final_state, bool):
         raise ValueError(f"output_final_state must be a bool, got {output_final_state!r}")
     b, h, n_q = p.x.shape[:3]
@@ -342,12 +345,12 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
                                    p.v.new_full((b, hk), float("-inf")), 0)
         elif (feature_map == "positive" and not p.w.requires_grad and initial_state is None
               and not output_final_state and (not p.causal or n_q == n_k)):
-            x, y, v = p.x, p.y, p.v
             if p.causal:
-                y, v = repeat_kv(y, h // hk), repeat_kv(v, h // hk)
+                out = _PositiveFavor.apply(p.x, repeat_kv(p.y, h // hk), repeat_kv(p.v, h // hk),
+                                           p.w, p.pad, True, chunk_size)
             else:
-                x = _grouped(x, hk)
-            out = _PositiveFavor.apply(x, y, v, p.w, p.pad, p.causal, chunk_size)
+                out = blockwise_positive_favor(_grouped(p.x, hk), p.y, p.v, p.w, p.pad,
+                                               block_size)
             out, state = out.reshape(b, h, n_q, -1), None
         else:
             out, state = _favor_core(p, feature_map, kernel_eps, chunk_size, initial_state,
