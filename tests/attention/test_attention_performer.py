@@ -393,7 +393,9 @@ def test_blockwise_large_norms_float32_match_float64():
 def test_default_block_size_rule():
     from efflab.attention.performer.blockwise import default_block_size
 
-    assert default_block_size(8, 256) == 512
+    assert default_block_size(8, 256) == 256
     assert default_block_size(1, 16) == 1024 and default_block_size(64, 1024) == 128
     with pytest.raises(ValueError, match="block_size"):
         favor_attention(*_qkv(), _w(), block_size=0)
+    with pytest.raises(ValueError, match="block_size"):
+        PerformerAttention(4, block_size=-1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from efflab.attention._checks import no_autocast
 from efflab.attention.performer.features import (
     attention_ratio,
     finite_or_zero,
@@ -32,14 +33,15 @@ from efflab.attention.performer.features import (
     shifted_keys,
 )
 
-#: Elements of one (heads x block x m) feature block the default block size aims at: 2^20
-#: float32 numbers are 4 MiB, about what stays in a CPU's L2/L3 share while it is used twice.
-_BLOCK_ELEMENTS = 1 << 20
+#: Elements of one (heads x block x m) feature block the default block size aims at: 2^19
+#: float32 numbers are 2 MiB, about what stays in a CPU's L2/L3 share while it is used twice
+#: (8 heads, m = 256, one thread, 2026-12-01: 256 positions ran faster than 512 and 1024).
+_BLOCK_ELEMENTS = 1 << 19
 
 
 def default_block_size(rows: int, features: int) -> int:
-    """Positions per block: a power of two near 2^20 / (rows x features), rows = batch x
-    heads, clamped to [128, 1024] (8 heads, m = 256: 512 positions)."""
+    """Positions per block: a power of two near 2^19 / (rows x features), rows = batch x
+    heads, clamped to [128, 1024] (8 heads, m = 256: 256 positions)."""
     target = max(1, _BLOCK_ELEMENTS // max(1, rows * features))
     return min(1024, max(128, 1 << (target.bit_length() - 1)))
 
@@ -62,7 +64,7 @@ def _ones_column(v: Tensor) -> Tensor:
 
 def _key_block(y: Tensor, wt: Tensor, g: Tensor, pad: Tensor | None) -> Tensor:
     """phi(k_j) exp(-g) of a block (up to the constant 1/sqrt(m)), 0 on padded keys;
-    g (batch, kv_heads, 1)."""
+    y (rows, block, d), g (rows, 1), pad (rows, block) or None."""
     z = y @ wt
     z.sub_(((y * y).sum(-1, keepdim=True) / 2).add_(g[..., None]))
     if pad is not None:  # before the exponential: exp of a padded key may overflow
@@ -78,56 +80,73 @@ def _query_block(x: Tensor, wt: Tensor) -> Tensor:
 class _BlockwisePositiveFavor(torch.autograd.Function):
     """Bidirectional FAVOR+ with positive features, block by block (see the module docstring).
 
-    x (batch, kv_heads, rows, d) scaled queries (grouped), y (batch, kv_heads, seq, d) scaled
-    keys, v (..., seq, e), w (m, d) a buffer (never differentiated), pad (batch, 1, seq) or
-    None. Double backward: as in the causal fused path, a backward under grad mode
-    (``create_graph=True``) differentiates :func:`bidirectional_favor` instead: exact, at the
-    cost of the (seq x m) matrices in that case only.
+    x (rows, seq_q, d) scaled queries (rows = batch x kv_heads, the query heads of a kv head
+    stacked along seq_q), y (rows, seq_k, d) scaled keys, v (rows, seq_k, e), w (m, d) a buffer
+    (never differentiated), pad (rows, seq_k) or None. The state is kept as kv = phi(K)^T V
+    (m x e) and the normalizer ks = phi(K)^T 1 (m x 1) apart: an (m x (e + 1)) matrix would make
+    every product an odd width. Double backward: as in the causal fused path, a backward under
+    grad mode (``create_graph=True``) differentiates :func:`bidirectional_favor` instead:
+    exact, at the cost of the (seq x m) matrices in that case only.
     """
 
     @staticmethod
     def forward(ctx, x, y, v, w, pad, block):
         wt = w.transpose(0, 1)
-        b, h, n_k = y.shape[:3]
-        kv = v.new_zeros(b, h, w.shape[0], v.shape[-1] + 1)
-        g_run = v.new_full((b, h, 1), float("-inf"))
+        rows, n_k = y.shape[:2]
+        kv = v.new_zeros(rows, w.shape[0], v.shape[-1])
+        ks = v.new_zeros(rows, w.shape[0], 1)
+        g_run = v.new_full((rows, 1), float("-inf"))
         for lo in range(0, n_k, block):
-            yb, pb = y[:, :, lo:lo + block], None if pad is None else pad[..., lo:lo + block]
+            yb, pb = y[:, lo:lo + block], None if pad is None else pad[:, lo:lo + block]
             z = yb @ wt
-            s = z.amax(-1) - (yb * yb).sum(-1) / 2
+            half_sq = (yb * yb).sum(-1) / 2
+            s = z.amax(-1) - half_sq
             if pb is not None:
                 s = s.masked_fill(pb, float("-inf"))
             g_new = torch.maximum(g_run, s.amax(-1, keepdim=True))
             # where g_run is -inf the state is still 0 (no key yet): factor 0, never inf * 0
-            kv.mul_(torch.where(torch.isfinite(g_run), torch.exp(g_run - g_new),
-                                torch.zeros_like(g_run))[..., None])
-            z.sub_(((yb * yb).sum(-1, keepdim=True) / 2).add_(finite_or_zero(g_new)[..., None]))
-            if pb is not None:
+            factor = torch.where(torch.isfinite(g_run), torch.exp(g_run - g_new),
+                                 torch.zeros_like(g_run))[..., None]
+            kv.mul_(factor)
+            ks.mul_(factor)
+            z.sub_(half_sq.add_(finite_or_zero(g_new))[..., None])
+            if pb is not None:  # before the exponential: exp of a padded key may overflow
                 z.masked_fill_(pb[..., None], float("-inf"))
-            kv.add_(z.exp_().transpose(-1, -2) @ _ones_column(v[:, :, lo:lo + block]))
+            kf_t = z.exp_().transpose(1, 2)
+            kv.baddbmm_(kf_t, v[:, lo:lo + block])
+            ks.add_(kf_t.sum(-1, keepdim=True))
             g_run = g_new
         g = finite_or_zero(g_run)
-        n_q = x.shape[2]
-        out = v.new_empty(b, h, n_q, v.shape[-1])
-        den = v.new_empty(b, h, n_q, 1)
+        n_q = x.shape[1]
+        out = v.new_empty(rows, n_q, v.shape[-1])
+        den = v.new_empty(rows, n_q, 1)
         for lo in range(0, n_q, block):
-            num = _query_block(x[:, :, lo:lo + block], wt) @ kv
-            d = num[..., -1:]
+            qf = _query_block(x[:, lo:lo + block], wt)
+            d = torch.bmm(qf, ks)
             ok, safe = safe_denominator(d, "positive")
-            out[:, :, lo:lo + block] = (num[..., :-1] / safe).masked_fill_(~ok, 0.0)
-            den[:, :, lo:lo + block] = d
-        ctx.save_for_backward(x, y, v, w, kv, g, out, den)
+            out[:, lo:lo + block] = torch.bmm(qf, kv).div_(safe).masked_fill_(~ok, 0.0)
+            den[:, lo:lo + block] = d
+        ctx.save_for_backward(x, y, v, w, kv, ks, g, out, den)
         ctx.pad, ctx.block = pad, block
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        x, y, v, w, kv, g, out, den = ctx.saved_tensors
+        # a backward called inside torch.autocast runs under it: the in-place accumulations
+        # need their operands in one dtype
+        with no_autocast(dout.device):
+            return _BlockwisePositiveFavor._backward(ctx, dout)
+
+    @staticmethod
+    def _backward(ctx, dout):
+        x, y, v, w, kv, ks, g, out, den = ctx.saved_tensors
         pad, block = ctx.pad, ctx.block
         if torch.is_grad_enabled():
             wanted = [i for i in range(3) if ctx.needs_input_grad[i]]
             with torch.enable_grad():
-                again = bidirectional_favor(x, y, v, w, pad, "positive", 0.0)
+                again = bidirectional_favor(x[:, None], y[:, None], v[:, None], w,
+                                            None if pad is None else pad[:, None],
+                                            "positive", 0.0)[:, 0]
                 grads = torch.autograd.grad(again, [(x, y, v)[i] for i in wanted], dout,
                                             create_graph=True, allow_unused=True)
             result = [None] * 6
@@ -136,29 +155,29 @@ class _BlockwisePositiveFavor(torch.autograd.Function):
             return tuple(result)
         wt = w.transpose(0, 1)
         dx, dy, dv = torch.empty_like(x), torch.empty_like(y), torch.empty_like(v)
-        dkv = torch.zeros_like(kv)
-        kv_t = kv.transpose(-1, -2)
-        for lo in range(0, x.shape[2], block):
+        dkv, dks = torch.zeros_like(kv), torch.zeros_like(ks)
+        kv_t, ks_t = kv.transpose(1, 2), ks.transpose(1, 2)
+        for lo in range(0, x.shape[1], block):
             sl = slice(lo, lo + block)
-            ok, safe = safe_denominator(den[:, :, sl], "positive")
-            # out = num_v / den: d num_v = dout / den, d den = -sum(dout * out) / den; 0 where
-            # the output is the constant 0 (no key seen): never 0 * inf
-            do = dout[:, :, sl]
-            dnum = torch.cat([(do / safe).masked_fill_(~ok, 0.0),
-                              (-(do * out[:, :, sl]).sum(-1, keepdim=True) / safe)
-                              .masked_fill_(~ok, 0.0)], -1)
-            qf = _query_block(x[:, :, sl], wt)
-            dkv.add_(qf.transpose(-1, -2) @ dnum)
+            ok, safe = safe_denominator(den[:, sl], "positive")
+            # out = num / den: d num = dout / den, d den = -sum(dout * out) / den; 0 where the
+            # output is the constant 0 (no key seen): never 0 * inf
+            do = dout[:, sl]
+            dnum = (do / safe).masked_fill_(~ok, 0.0)
+            dden = (-(do * out[:, sl]).sum(-1, keepdim=True) / safe).masked_fill_(~ok, 0.0)
+            qf = _query_block(x[:, sl], wt)
+            dkv.baddbmm_(qf.transpose(1, 2), dnum)
+            dks.baddbmm_(qf.transpose(1, 2), dden)
             # the query shift is a per-row constant: no gradient through it
-            dx[:, :, sl] = (dnum @ kv_t).mul_(qf) @ w
-        dkv_t = dkv.transpose(-1, -2)
-        for lo in range(0, y.shape[2], block):
+            dx[:, sl] = torch.bmm(dnum, kv_t).addcmul_(dden, ks_t).mul_(qf) @ w
+        dkv_t, dks_t = dkv.transpose(1, 2), dks.transpose(1, 2)
+        for lo in range(0, y.shape[1], block):
             sl = slice(lo, lo + block)
-            yb = y[:, :, sl]
-            kf = _key_block(yb, wt, g, None if pad is None else pad[..., sl])
-            dv[:, :, sl] = kf @ dkv[..., :-1]
-            dzk = (_ones_column(v[:, :, sl]) @ dkv_t).mul_(kf)  # padded rows: kf = 0
-            dy[:, :, sl] = dzk @ w - dzk.sum(-1, keepdim=True) * yb  # through -|y|^2 / 2
+            yb = y[:, sl]
+            kf = _key_block(yb, wt, g, None if pad is None else pad[:, sl])
+            dv[:, sl] = torch.bmm(kf, dkv)
+            dzk = torch.bmm(v[:, sl], dkv_t).add_(dks_t).mul_(kf)  # padded rows: kf = 0
+            dy[:, sl] = dzk @ w - dzk.sum(-1, keepdim=True) * yb  # through -|y|^2 / 2
         return dx, dy, dv, None, None, None
 
 
@@ -166,6 +185,13 @@ def blockwise_positive_favor(x: Tensor, y: Tensor, v: Tensor, w: Tensor, pad: Te
                              block_size: int | None = None) -> Tensor:
     """Bidirectional positive FAVOR+ in blocks of ``block_size`` positions (None: the
     :func:`default_block_size` rule); shapes as :func:`bidirectional_favor`."""
+    b, hk, n_q, d = x.shape
+    n_k = y.shape[2]
+    rows = b * hk
     if block_size is None:
-        block_size = default_block_size(x.shape[0] * x.shape[1], w.shape[0])
-    return _BlockwisePositiveFavor.apply(x, y, v, w, pad, block_size)
+        block_size = default_block_size(rows, w.shape[0])
+    if pad is not None:
+        pad = pad.expand(b, hk, n_k).reshape(rows, n_k)
+    out = _BlockwisePositiveFavor.apply(x.reshape(rows, n_q, d), y.reshape(rows, n_k, d),
+                                        v.reshape(rows, n_k, v.shape[-1]), w, pad, block_size)
+    return out.view(b, hk, n_q, -1)
