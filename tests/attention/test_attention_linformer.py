@@ -177,3 +177,65 @@ def test_bad_options_and_input():
         linformer_attention(q, k, v, e, e[:, :3])
     with pytest.raises(ValueError, match="key_padding_mask must have shape"):
         linformer_attention(q, k, v, e, e, torch.zeros(2, 11, dtype=torch.bool))
+
+
+def _paper_order(mha, query, key, value, mask):
+    """The block by the paper's order: map to k, v first (all positions), then project."""
+    q, k, v = mha._project(query, key, value, key is None)
+    return mha._merge(mha.attention(q, k, v, mask, enable_gqa=k.shape[1] != q.shape[1]))
+
+
+@pytest.mark.parametrize("kind", ["learned", "mean", "conv"])
+@pytest.mark.parametrize("sharing", ["headwise", "key-value", "layerwise"])
+def test_block_projects_the_sequence_first_exactly(sharing, kind):
+    # (E M X) W^T + (E m) b^T = E M (X W^T + 1 b^T): values and every gradient, with padding
+    # (an all-padded row included), self-attention and cross-attention, packed and not, GQA.
+    torch.manual_seed(3)
+    shared = LinformerProjection(12, 4, kind) if sharing == "layerwise" else None
+    opts = dict(projection=shared) if shared else dict(max_seq_len=12, k=4, kind=kind,
+                                                       sharing=sharing)
+    mask = _mask()
+    mask[1] = True
+    for extra in ({}, {"kdim": 5, "vdim": 5, "num_kv_heads": 2}):
+        mha = MultiheadAttention(8, 4, attention="linformer", **opts, **extra).double()
+        if kind == "conv":
+            with torch.no_grad():
+                mha.attention.key_projection.kernel.normal_()
+        with torch.no_grad():
+            for p in mha.parameters():
+                if p.dim() == 1:
+                    p.normal_()  # nonzero biases: the (E m) b^T term
+        assert mha._projects_first(None, None, 12)
+        x = torch.randn(2, 7, 8, dtype=F64, requires_grad=True)
+        key = torch.randn(2, 12, mha.kdim, dtype=F64, requires_grad=True)
+        value = torch.randn(2, 12, mha.vdim, dtype=F64, requires_grad=True)
+        cases = [(key, key, mask), (key, value, mask)] if extra else \
+            [(None, None, mask), (None, None, None), (key, None, mask)]
+        for k_in, v_in, m in cases:
+            if k_in is None:
+                x12 = torch.randn(2, 12, 8, dtype=F64, requires_grad=True)
+                args, ref_args = (x12,), (x12, x12, x12)
+            else:
+                args = (x, k_in) if v_in is None else (x, k_in, v_in)
+                ref_args = (x, k_in, k_in if v_in is None else v_in)
+            leaves = [t for t in {id(a): a for a in ref_args}.values()] + list(mha.parameters())
+            fast = mha(*args, key_padding_mask=m)
+            ref = _paper_order(mha, *ref_args, m)
+            torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
+            cot = torch.randn_like(ref)
+            gf = torch.autograd.grad(fast, leaves, cot, allow_unused=True)
+            gr = torch.autograd.grad(ref, leaves, cot, allow_unused=True)
+            for a, b in zip(gf, gr):
+                if b is None:
+                    assert a is None or a.abs().max() == 0
+                else:
+                    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_block_keeps_the_paper_order_where_the_reorder_does_not_pay_or_apply():
+    mha = MultiheadAttention(8, 4, attention="linformer", max_seq_len=12, k=4, sharing="none")
+    assert not mha._projects_first(None, None, 12)  # per-head E: X would be projected h times
+    mha = MultiheadAttention(8, 4, attention="linformer", max_seq_len=12, k=4, rotary=True)
+    assert not mha._projects_first(None, None, 12)  # rotary keys do not commute with E
+    mha = MultiheadAttention(8, 4, attention="linformer", max_seq_len=12, k=8)
+    assert not mha._projects_first(None, None, 6) and mha._projects_first(None, None, 12)

@@ -176,7 +176,8 @@ def test_gradcheck_favor(kind, group_positions):
     mask = torch.tensor([[True, False, False, False, False, True, False]])
     for causal in (False, True):
         assert torch.autograd.gradcheck(
-            lambda q, k, v, c=causal: favor_attention(q, k, v, w, mask, c, kind, chunk_size=3),
+            lambda q, k, v, c=causal: favor_attention(q, k, v, w, mask, c, kind, chunk_size=3,
+                                                      block_size=3),
             (q, k, v))
 
 
@@ -344,3 +345,57 @@ def test_fused_positive_path_equals_composed_path_and_gradients():
         for a, b in zip(gf, gc[:3]):
             torch.testing.assert_close(a, b)
         assert gc[3].abs().sum() > 0
+
+
+@pytest.mark.parametrize("block", [1, 3, 5, 64])
+def test_blockwise_bidirectional_equals_reference_values_and_gradients(block):
+    # Several blocks, the running key max raised by later blocks (keys grow along seq), GQA,
+    # seq_q != seq_k, a batch row whose first blocks are all padding and one all padded.
+    g = _gen(40 + block)
+    q = torch.randn(3, 4, 11, 4, generator=g, dtype=F64).requires_grad_()
+    k = (torch.randn(3, 2, 13, 4, generator=g, dtype=F64)
+         * torch.linspace(0.5, 2.5, 13, dtype=F64)[:, None]).requires_grad_()
+    v = torch.randn(3, 2, 13, 3, generator=g, dtype=F64).requires_grad_()
+    mask = torch.zeros(3, 13, dtype=torch.bool)
+    mask[0, 10:] = True
+    mask[1, :7] = True
+    mask[2] = True
+    w = _w()
+    out = favor_attention(q, k, v, w, mask, enable_gqa=True, block_size=block)
+    ref = favor_attention_reference(q, k, v, w, mask, enable_gqa=True)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    assert out[2].abs().max() == 0
+    cot = torch.randn(out.shape, generator=g, dtype=F64)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), cot),
+                    torch.autograd.grad(ref, (q, k, v), cot)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_blockwise_large_norms_float32_match_float64():
+    q, k, v = _qkv(b=1, h=2, n=40, d=16, seed=41, dtype=torch.float32)
+    q = (50 * q / q.norm(dim=-1, keepdim=True)).requires_grad_()
+    k = (50 * k / k.norm(dim=-1, keepdim=True)).requires_grad_()
+    mask = torch.zeros(1, 40, dtype=torch.bool)
+    mask[0, 30:] = True
+    w = _w(32, 16, seed=42).float()
+    outs, grads = [], []
+    for dt in (torch.float32, F64):
+        qd, kd = (t.detach().to(dt).requires_grad_() for t in (q, k))
+        out = favor_attention(qd, kd, v.to(dt), w.to(dt), mask, block_size=7)
+        outs.append(out.double())
+        grads.append([t.double() for t in torch.autograd.grad(out.square().sum(), (qd, kd))])
+    assert all(torch.isfinite(t).all() for t in [outs[0], *grads[0]])
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-3, atol=1e-3)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * b.abs().max().item())
+
+
+def test_default_block_size_rule():
+    from efflab.attention.performer.blockwise import default_block_size
+
+    assert default_block_size(8, 256) == 256
+    assert default_block_size(1, 16) == 1024 and default_block_size(64, 1024) == 128
+    with pytest.raises(ValueError, match="block_size"):
+        favor_attention(*_qkv(), _w(), block_size=0)
+    with pytest.raises(ValueError, match="block_size"):
+        PerformerAttention(4, block_size=-1)

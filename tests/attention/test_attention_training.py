@@ -74,7 +74,7 @@ def _mechanisms():
         for causal in (False, True):
             yield f"performer-{kind}", causal, \
                 lambda kind=kind, causal=causal: PerformerAttention(16, 16, kind, causal=causal,
-                                                                    chunk_size=3)
+                                                                    chunk_size=3, block_size=3)
 
 
 MECHS = list(_mechanisms())

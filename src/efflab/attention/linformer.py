@@ -126,13 +126,65 @@ def linformer_attention(q: Tensor, k: Tensor, v: Tensor, key_projection: Tensor,
     # under autocast the projection comes out in the autocast dtype: back to q's, SDPA casts
     kp = _project(key_projection, k).to(q.dtype)
     vp = _project(value_projection, v).to(q.dtype)
-    if normalize:
-        kp = kp / _window_sizes(key_projection, key_padding_mask, k.shape[0])
-        vp = vp / _window_sizes(value_projection, key_padding_mask, k.shape[0])
-    empty = projected_padding_mask(key_projection, key_padding_mask).expand(q.shape[0], -1)
-    out = softmax_attention(q, kp, vp, key_padding_mask=empty, scale=scale,
-                            dropout_p=dropout_p, enable_gqa=q.shape[1] != k.shape[1])
+    out = _attend_projected(q, kp, vp, key_projection, value_projection, key_padding_mask,
+                            scale, dropout_p, normalize, k.shape[1])
     return out[:, 0] if was_3d else out
+
+
+def _attend_projected(q: Tensor, kp: Tensor, vp: Tensor, key_projection: Tensor,
+                      value_projection: Tensor, key_padding_mask: Tensor | None,
+                      scale: float | None, dropout_p: float, normalize: bool,
+                      kv_heads: int) -> Tensor:
+    """Softmax attention of q over the projected keys and values (batch, kv_heads, k, d)."""
+    if normalize:
+        kp = kp / _window_sizes(key_projection, key_padding_mask, q.shape[0])
+        vp = vp / _window_sizes(value_projection, key_padding_mask, q.shape[0])
+    empty = projected_padding_mask(key_projection, key_padding_mask).expand(q.shape[0], -1)
+    return softmax_attention(q, kp, vp, key_padding_mask=empty, scale=scale,
+                             dropout_p=dropout_p, enable_gqa=q.shape[1] != kv_heads)
+
+
+def project_then_map(e: Tensor, f: Tensor, key: Tensor, value: Tensor, weight_k: Tensor,
+                     bias_k: Tensor | None, weight_v: Tensor, bias_v: Tensor | None,
+                     key_padding_mask: Tensor | None, kv_heads: int) -> tuple[Tensor, Tensor]:
+    """The projected keys and values by the cheaper product order (issue #21, target 4).
+
+    The paper maps first, K = M (X W^T + 1 b^T) (M = diag(m), m marking unpadded positions),
+    then projects: E K, an (n x c x kv_dim) product and a (k x n x kv_dim) one. The sequence
+    projection commutes with the linear map: E M (X W^T + 1 b^T) = (E M X) W^T + (E m) b^T, a
+    (k x n x c) product and a (k x c x kv_dim) one: cheaper whenever k < n. E, F are shared by
+    the heads here ((1, k, n)): per-head E would project the c-wide X once per head, which costs
+    more than it saves. key, value: (batch, n, c) (the same tensor projects once when E is F);
+    weight (kv_dim, c), bias (kv_dim,); returns (batch, kv_heads, k, kv_dim / kv_heads) each.
+    """
+    if e.shape[0] != 1 or f.shape[0] != 1:
+        raise ValueError(f"project_then_map needs projections shared by the heads, shape "
+                         f"(1, k, n), got {tuple(e.shape)} and {tuple(f.shape)}")
+    valid = None if key_padding_mask is None else (~key_padding_mask).to(key.dtype)
+
+    def masked(x: Tensor) -> Tensor:
+        return x if valid is None else x * valid[..., None]
+
+    k = e.shape[1]
+    if key is value and e is f:
+        ex = fx = torch.einsum("kn,bnc->bkc", e[0], masked(key))
+    elif key is value:  # one GEMM of [E; F] over the shared input
+        both = torch.einsum("kn,bnc->bkc", torch.cat([e[0], f[0]]), masked(key))
+        ex, fx = both[:, :k], both[:, k:]
+    else:
+        ex = torch.einsum("kn,bnc->bkc", e[0], masked(key))
+        fx = torch.einsum("kn,bnc->bkc", f[0], masked(value))
+
+    def mapped(ex: Tensor, e: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        out = ex @ weight.transpose(0, 1)
+        if bias is not None:
+            # E m: the row sums of E over the unpadded positions, (batch, k)
+            em = e.sum(-1).expand(key.shape[0], -1) if valid is None else valid @ e.transpose(0, 1)
+            out = out + em[..., None] * bias
+        b = out.shape[0]
+        return out.view(b, k, kv_heads, -1).transpose(1, 2)
+
+    return mapped(ex, e[0], weight_k, bias_k), mapped(fx, f[0], weight_v, bias_v)
 
 
 def _project(e: Tensor, x: Tensor) -> Tensor:
@@ -319,6 +371,32 @@ class LinformerAttention(nn.Module):
                                    attn_mask=attn_mask, dropout_p=dropout_p,
                                    is_causal=is_causal, enable_gqa=enable_gqa,
                                    normalize=self.key_projection.kind == "mean")
+
+    def projects_first(self) -> bool:
+        """Whether :meth:`forward_inputs` may take the cheaper order: E, F shared by the heads
+        (every sharing but ``none``; any kind, each is a matrix E linear in the input)."""
+        return self.key_projection.heads == 1 and self.value_projection.heads == 1
+
+    def forward_inputs(self, q: Tensor, key: Tensor, value: Tensor, weight_k: Tensor,
+                       bias_k: Tensor | None, weight_v: Tensor, bias_v: Tensor | None,
+                       key_padding_mask: Tensor | None = None) -> Tensor:
+        """The same output as ``forward(q, key W_k^T + b_k, value W_v^T + b_v)`` with heads
+        split, computed by :func:`project_then_map`. q: (batch, heads, seq_q, head_dim);
+        key, value: (batch, n, c) before their linear maps; weights (kv_heads * head_dim, c)."""
+        n = key.shape[1]
+        if n > self.max_seq_len:
+            raise ValueError(f"sequence length {n} exceeds LinformerAttention's max_seq_len "
+                             f"{self.max_seq_len}; build it with max_seq_len >= {n}")
+        e = self.key_projection.matrix(n).to(q.dtype)
+        f = e if self.value_projection is self.key_projection else \
+            self.value_projection.matrix(n).to(q.dtype)
+        kv_heads = weight_k.shape[0] // q.shape[-1]
+        kp, vp = project_then_map(e, f, key, value, weight_k, bias_k, weight_v, bias_v,
+                                  key_padding_mask, kv_heads)
+        dropout_p = self.dropout if self.training else 0.0
+        return _attend_projected(q, kp.to(q.dtype), vp.to(q.dtype), e, f, key_padding_mask,
+                                 self.scale, dropout_p, self.key_projection.kind == "mean",
+                                 kv_heads)
 
     def extra_repr(self) -> str:
         return f"max_seq_len={self.max_seq_len}, k={self.k}, sharing={self.sharing!r}"

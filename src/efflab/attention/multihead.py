@@ -311,6 +311,10 @@ class MultiheadAttention(nn.Module):
         if need_weights is not None:
             check_bool("need_weights", need_weights)
         mask = self._sdpa_mask(attn_mask, b, n_q, n_k)
+        if self._projects_first(mask, is_causal, n_k):
+            out = self._merge(self._linformer_projecting_first(query, key, value,
+                                                               key_padding_mask))
+            return out if need_weights is None else (out, None)
         q, k, v = self._project(query, key, value, self_attn)
         q, k = self._rotate(q, k, 0)
         kwargs = {}
@@ -332,6 +336,31 @@ class MultiheadAttention(nn.Module):
             if average_attn_weights:
                 weights = weights.mean(1)
         return out, weights
+
+    def _projects_first(self, mask: Tensor | None, is_causal: bool | None, n_k: int) -> bool:
+        """Linformer by the cheaper product order (E X) W (see
+        :func:`~efflab.attention.linformer.project_then_map`): where E is shared by the heads
+        and shorter than the sequence. Not with rotary embeddings (they rotate each key by its
+        position before E mixes the positions, so E no longer commutes with the map), nor with
+        attn_mask / is_causal (the general path gives those their errors)."""
+        return (isinstance(self.attention, LinformerAttention) and self.attention.projects_first()
+                and not self.rotary and mask is None and not is_causal
+                and self.attention.k < n_k)
+
+    def _linformer_projecting_first(self, query: Tensor, key: Tensor, value: Tensor,
+                                    key_padding_mask: Tensor | None) -> Tensor:
+        e, kv = self.embed_dim, self.num_kv_heads * self.head_dim
+        if self.packed:
+            w, bias = self.in_proj.weight, self.in_proj.bias
+            bq, bk, bv = (None,) * 3 if bias is None else bias.split([e, kv, kv])
+            q = F.linear(query, w[:e], bq)
+            wk, wv = w[e:e + kv], w[e + kv:]
+        else:
+            q = self.q_proj(query)
+            wk, bk = self.k_proj.weight, self.k_proj.bias
+            wv, bv = self.v_proj.weight, self.v_proj.bias
+        return self.attention.forward_inputs(_split_heads(q, self.num_heads), key, value,
+                                             wk, bk, wv, bv, key_padding_mask)
 
     def _one_input(self, what: str, x: Tensor, one: bool) -> None:
         self._check_input("x", x, self.embed_dim)

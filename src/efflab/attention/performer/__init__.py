@@ -5,8 +5,10 @@ flash-linear-attention lays out an op (``fla/ops/<variant>/``):
   the paper's formulas as the reference, and their stabilized pieces);
 * :mod:`.scan`: causal linear attention by chunked prefix sums with its autograd and its
   (seq x seq) reference, usable by any linear-attention feature map;
+* :mod:`.blockwise`: bidirectional FAVOR+, the composed formula and the positive map block by
+  block (features recomputed in the backward, no (seq x m) matrix held);
 * :mod:`.favor`: FAVOR+ bidirectional and causal, one shared input preparation, the fused
-  positive path, the recurrent step and prefill state, and the reference;
+  causal positive path, the recurrent step and prefill state, and the reference;
 * :mod:`.module`: :class:`PerformerAttention`, redraws and per-module feature streams.
 (Section numbers follow arXiv v4 as recalled, unverified here; the names are the paper's.)
 """

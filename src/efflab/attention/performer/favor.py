@@ -6,7 +6,8 @@ decoding, and prefill of that recurrent state by the parallel pass (``initial_st
 One input preparation (:func:`_prepare`: checks, SDPA-style arguments, compute dtype, scaling)
 serves :func:`favor_attention` and :func:`favor_step`; one core (:func:`_favor_core`) computes
 every variant by the composed, autograd-differentiated formulas; the default ``positive`` map
-with a buffer projection takes a fused path (:class:`_PositiveFavor`) with its own backward.
+with a buffer projection takes a fused path with its own backward (causal:
+:class:`_CausalPositiveFavor`; bidirectional: :mod:`.blockwise`, in blocks of positions).
 :func:`favor_attention_reference` is the (seq_q x seq_k) formula beside them.
 
 Shapes: q (batch, heads, seq_q, head_dim), k (batch, kv_heads, seq_k, head_dim),
@@ -36,6 +37,7 @@ from efflab.attention._checks import (
     repeat_kv,
     resolve_causal,
 )
+from efflab.attention.performer.blockwise import bidirectional_favor, blockwise_positive_favor
 from efflab.attention.performer.features import (
     EXP_MAPS,
     attention_ratio,
@@ -170,14 +172,12 @@ def _favor_core(p: _Prepared, kind: str, kernel_eps: float, chunk_size: int,
     b, h, n_q = x.shape[:3]
     hk, n_k = y.shape[1], y.shape[2]
     groups = h // hk
+    if not p.causal:
+        out = bidirectional_favor(_grouped(x, hk), y, v, w, pad, kind, kernel_eps)
+        return out.view(b, h, n_q, -1), None
     qf = query_features(x, w, kind, kernel_eps)
     u, s, half_sq = key_parts(y, w, kind, kernel_eps)
     v1 = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], -1)
-    if not p.causal:
-        g, _ = key_shift(s, pad, False)
-        kf = shifted_keys(u, s, half_sq, g, kind, pad)
-        num = _grouped(qf, hk) @ (kf.transpose(-1, -2) @ v1)
-        return attention_ratio(num.view(b, h, n_q, -1), kind), None
     g0 = None if initial_state is None else initial_state.shift
     g, g_raw = key_shift(s, pad, True, g0)
     kf = shifted_keys(u, s, half_sq, g, kind, pad)
@@ -205,8 +205,8 @@ def _favor_core(p: _Prepared, kind: str, kernel_eps: float, chunk_size: int,
     return out, final
 
 
-class _PositiveFavor(torch.autograd.Function):
-    """FAVOR+ with positive features, fused: the same computation as the composed path
+class _CausalPositiveFavor(torch.autograd.Function):
+    """Causal FAVOR+ with positive features, fused: the same computation as the composed path
     (:func:`_favor_core`), with a hand-written backward that works in place on the (seq x m)
     feature buffers. On a CPU most of FAVOR+'s time goes to allocating and touching those
     buffers, so this halves their number. The projection is a buffer (never differentiated).
@@ -217,36 +217,34 @@ class _PositiveFavor(torch.autograd.Function):
     ``create_graph``: second derivatives are exact, at the cost of one recomputation.
 
     x, y: (batch, heads, seq, head_dim) scaled queries and keys; v: (..., seq, head_dim_v).
+    (The bidirectional case goes block by block instead: :mod:`.blockwise`.)
     """
 
     @staticmethod
-    def forward(ctx, x, y, v, w, pad, causal, chunk_size):
+    def forward(ctx, x, y, v, w, pad, chunk_size):
         zq = x @ w.transpose(-1, -2)
         qf = zq.sub_(zq.amax(-1, keepdim=True)).exp_()
         kf = y @ w.transpose(-1, -2)
         half_sq = (y * y).sum(-1) / 2
-        g, _ = key_shift(kf.amax(-1) - half_sq, pad, causal)
+        g, _ = key_shift(kf.amax(-1) - half_sq, pad, True)
         kf.sub_((half_sq + g)[..., None])
         if pad is not None:  # before the exponential: exp of a padded key may overflow
             kf.masked_fill_(pad[..., None], float("-inf"))
         kf.exp_()
         v1 = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], -1)
-        if causal:
-            num = _causal_scan(qf, kf, v1, g, chunk_size)
-        else:
-            num = qf @ (kf.transpose(-1, -2) @ v1)
+        num = _causal_scan(qf, kf, v1, g, chunk_size)
         den = num[..., -1:]
         ok, safe = safe_denominator(den, "positive")
         out = (num[..., :-1] / safe).masked_fill_(~ok, 0.0)
         ctx.save_for_backward(x, y, v, w, qf, kf, v1, g, out, den)
-        ctx.pad, ctx.causal, ctx.chunk_size = pad, causal, chunk_size
+        ctx.pad, ctx.chunk_size = pad, chunk_size
         return out
 
     @staticmethod
     def backward(ctx, dout):
         x, y, v, w, qf, kf, v1, g, out, den = ctx.saved_tensors
         if torch.is_grad_enabled():
-            return _PositiveFavor._differentiable_backward(ctx, x, y, v, w, dout)
+            return _CausalPositiveFavor._differentiable_backward(ctx, x, y, v, w, dout)
         ok, safe = safe_denominator(den, "positive")
         # out = num_v / den: d num_v = dout / den, d den = -sum(dout * out) / den; zero where
         # the output is the constant 0 (no key seen): never 0 * inf.
@@ -254,32 +252,24 @@ class _PositiveFavor(torch.autograd.Function):
         dnum = torch.cat([(dout / safe).masked_fill_(~ok, 0.0), dden], -1)
         # One (seq x m) gradient buffer alive at a time: dx is done before dkf is made.
         c = ctx.chunk_size
-        if ctx.causal:
-            dqf = _causal_scan(dnum, v1, kf, g, c)
-        else:
-            dkv = qf.transpose(-1, -2) @ dnum
-            dqf = dnum @ (kf.transpose(-1, -2) @ v1).transpose(-1, -2)
+        dqf = _causal_scan(dnum, v1, kf, g, c)
         dx = dqf.mul_(qf) @ w  # the query shift is a per-row constant: no gradient through it
         del dqf
-        if ctx.causal:
-            dv1 = _causal_scan(kf, qf, dnum, -g, c, reverse=True)
-            dkf = _causal_scan(v1, dnum, qf, -g, c, reverse=True)
-        else:
-            dv1 = kf @ dkv
-            dkf = v1 @ dkv.transpose(-1, -2)
+        dv1 = _causal_scan(kf, qf, dnum, -g, c, reverse=True)
+        dkf = _causal_scan(v1, dnum, qf, -g, c, reverse=True)
         dzk = dkf.mul_(kf)  # padded rows have kf = 0, so they get none
         dy = dzk @ w - dzk.sum(-1, keepdim=True) * y  # through -|y|^2 / 2
-        return dx, dy, dv1[..., :-1], None, None, None, None
+        return dx, dy, dv1[..., :-1], None, None, None
 
     @staticmethod
     def _differentiable_backward(ctx, x, y, v, w, dout):
-        p = _Prepared(x, y, v, w, ctx.pad, ctx.causal, False, dout.dtype)
+        p = _Prepared(x, y, v, w, ctx.pad, True, False, dout.dtype)
         wanted = [i for i in range(3) if ctx.needs_input_grad[i]]
         with torch.enable_grad():
             out, _ = _favor_core(p, "positive", 0.0, ctx.chunk_size, None, False)
             grads = torch.autograd.grad(out, [(x, y, v)[i] for i in wanted], dout,
                                         create_graph=True, allow_unused=True)
-        result = [None] * 7
+        result = [None] * 6
         for i, gr in zip(wanted, grads):
             result[i] = gr
         return tuple(result)
@@ -292,7 +282,7 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
                     is_causal: bool | None = None, attn_mask: Tensor | None = None,
                     dropout_p: float = 0.0, enable_gqa: bool = False,
                     initial_state: FavorState | None = None,
-                    output_final_state: bool = False):
+                    output_final_state: bool = False, block_size: int | None = None):
     """FAVOR+: D^-1 (phi(Q) (phi(K)^T V)) with D = diag(phi(Q) phi(K)^T 1).
 
     Cost O(seq m head_dim). ``causal`` (alias ``is_causal``): prefix sums in chunks of
@@ -315,12 +305,16 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
 
     The default ``positive`` map with a fixed projection (a buffer) and no state takes a fused
     path with its own backward (exact double backward by recomputation, see
-    :class:`_PositiveFavor`); a projection that requires grad, another map, or a state goes
-    through autograd on the same formulas.
+    :class:`_CausalPositiveFavor`); a projection that requires grad, another map, or a state goes
+    through autograd on the same formulas. Bidirectional, that fused path works in blocks of
+    ``block_size`` positions and never holds a (seq x m) feature matrix (default: the rule of
+    :func:`~efflab.attention.performer.blockwise.default_block_size`, 128 to 1024).
     """
     p = _prepare(q, k, v, projection, key_padding_mask, causal, is_causal, feature_map,
                  kernel_eps, scale, attn_mask, dropout_p, enable_gqa)
     check_positive_int("chunk_size", chunk_size)
+    if block_size is not None:
+        check_positive_int("block_size", block_size)
     if not isinstance(output_final_state, bool):
         raise ValueError(f"output_final_state must be a bool, got {output_final_state!r}")
     b, h, n_q = p.x.shape[:3]
@@ -342,12 +336,12 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
                                    p.v.new_full((b, hk), float("-inf")), 0)
         elif (feature_map == "positive" and not p.w.requires_grad and initial_state is None
               and not output_final_state and (not p.causal or n_q == n_k)):
-            x, y, v = p.x, p.y, p.v
             if p.causal:
-                y, v = repeat_kv(y, h // hk), repeat_kv(v, h // hk)
+                out = _CausalPositiveFavor.apply(p.x, repeat_kv(p.y, h // hk),
+                                                 repeat_kv(p.v, h // hk), p.w, p.pad, chunk_size)
             else:
-                x = _grouped(x, hk)
-            out = _PositiveFavor.apply(x, y, v, p.w, p.pad, p.causal, chunk_size)
+                out = blockwise_positive_favor(_grouped(p.x, hk), p.y, p.v, p.w, p.pad,
+                                               block_size)
             out, state = out.reshape(b, h, n_q, -1), None
         else:
             out, state = _favor_core(p, feature_map, kernel_eps, chunk_size, initial_state,

@@ -70,6 +70,8 @@ class PerformerAttention(nn.Module):
         kernel_eps: added to ReLU features (paper default 1e-3), >= 0.
         scale: score scale, default 1/sqrt(head_dim).
         dropout: must be 0 (accepted so that builders can pass it; FAVOR+ has no weights).
+        block_size: positions per block of the bidirectional fused path (None: a rule on
+            heads and m, see :func:`favor_attention`).
 
     Buffers (saved in the state dict): ``projection`` (num_features, head_dim), ``seed``,
     ``stream``, ``redraw_count`` and ``forward_count`` (training forward passes since the last
@@ -81,7 +83,7 @@ class PerformerAttention(nn.Module):
                  chunk_size: int = 64, redraw_interval: int | None = None, seed: int = 0,
                  kernel_eps: float = 1e-3, scale: float | None = None, *,
                  is_causal: bool | None = None, stream: int | None = None,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, block_size: int | None = None):
         super().__init__()
         check_positive_int("head_dim", head_dim)
         check_positive_int("num_features", num_features)
@@ -97,6 +99,9 @@ class PerformerAttention(nn.Module):
             stream = int(torch.randint(0, 2 ** 62, (), dtype=torch.long))
         check_seed("stream", stream)
         check_dropout(dropout, False, "FAVOR+")
+        if block_size is not None:
+            check_positive_int("block_size", block_size)
+        self.block_size = block_size
         self.head_dim = head_dim
         self.num_features = num_features
         self.feature_map = feature_map
@@ -152,7 +157,7 @@ class PerformerAttention(nn.Module):
         return favor_attention(q, k, v, self.projection, key_padding_mask, causal,
                                self.feature_map, self.kernel_eps, self.scale, self.chunk_size,
                                attn_mask=attn_mask, dropout_p=dropout_p,
-                               enable_gqa=enable_gqa)
+                               enable_gqa=enable_gqa, block_size=self.block_size)
 
     def prefill(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None = None,
                 state: FavorState | None = None, *, enable_gqa: bool = False
