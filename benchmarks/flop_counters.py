@@ -113,24 +113,17 @@ def peers(model, x):
             res["fvcore"] = 2 * a.total()
         except Exception as e:  # noqa: BLE001
             res["fvcore"] = f"err: {type(e).__name__}"
-        try:
-            from ptflops import get_model_complexity_info
+        for backend, key in (("pytorch", "ptflops"), ("aten", "ptflops (aten)")):
+            try:
+                from ptflops import get_model_complexity_info
 
-            macs, _ = get_model_complexity_info(
-                m, tuple(x.shape[1:]), input_constructor=lambda _: {"x": x},
-                as_strings=False, print_per_layer_stat=False, verbose=False, backend="pytorch")
-            res["ptflops"] = 2 * macs
-        except Exception as e:  # noqa: BLE001
-            res["ptflops"] = f"err: {type(e).__name__}"
-        try:
-            from ptflops import get_model_complexity_info
-
-            macs, _ = get_model_complexity_info(
-                m, tuple(x.shape[1:]), input_constructor=lambda _: {"x": x},
-                as_strings=False, print_per_layer_stat=False, verbose=False, backend="aten")
-            res["ptflops (aten)"] = 2 * macs
-        except Exception as e:  # noqa: BLE001
-            res["ptflops (aten)"] = f"err: {type(e).__name__}"
+                macs, _ = get_model_complexity_info(
+                    m, tuple(x.shape[1:]), input_constructor=lambda _: {"x": x},
+                    as_strings=False, print_per_layer_stat=False, verbose=False,
+                    backend=backend)
+                res[key] = 2 * macs
+            except Exception as e:  # noqa: BLE001
+                res[key] = f"err: {type(e).__name__}"
         try:
             import copy
 
