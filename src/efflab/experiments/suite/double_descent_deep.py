@@ -41,6 +41,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import NullFormatter
 
 from efflab.experiments import register
 from efflab.experiments.base import (
@@ -418,10 +419,13 @@ class DoubleDescentDeep(Experiment):
                         [100 * pub[k][1] for k in ("local_min", "peak", "end")], "k*", ms=9,
                         label="notebook (4000 train, 500 epochs)")
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # no crowded 2x10^0 labels
             ax.set_xlabel(what)
             ax.set_title(f"label noise {100 * noise:.0f}%")
             ax.grid(alpha=0.25, which="both")
-            ax.legend(fontsize=7)
+            # below the axes, off the curves (bbox_inches='tight' keeps it in the PNG)
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+                      frameon=False)
         axes[0][0].set_ylabel("error, %")
         short = " (SHORTENED setup)" if config.shortened else ""
         fig.suptitle(f"Deep double descent on MNIST-1D: n = {config.n_train}, "
