@@ -6,6 +6,8 @@ PROFILE ?= quick
 OUT    ?= runs/demo
 # FORCE=1 reruns everything; by default finished results in $(OUT) are reused
 FORCE  ?=
+# worker processes for the experiments made of sweep points (2 cores: 2)
+JOBS   ?= 2
 
 .PHONY: demo test lint install clean wheel-check
 
@@ -20,7 +22,7 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/efflab reproduce --profile $(PROFILE) --out $(OUT) $(if $(FORCE),--force,)
+	$(VENV)/bin/efflab reproduce --profile $(PROFILE) --out $(OUT) --jobs $(JOBS) $(if $(FORCE),--force,)
 
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
