@@ -203,3 +203,23 @@ def test_the_zoo_adds_hugging_face_models_when_transformers_is_installed():
         assert logits.shape == (1, e.seq_len, e.vocab)
     cfg.hf_models = False
     assert not [e for e in zoo(cfg) if e.family == "hf"]
+
+
+def test_a_busy_machine_withholds_timing_verdicts_and_never_flips_them():
+    """Measured here: beside two CPU-bound jobs the sharing ratio of two models doing the same
+    work came out 0.42 [0.29, 0.79] ('not reproduced'); with the load recorded as busy every
+    timing claim is inconclusive, while the accounting (property) claims still decide."""
+    cfg = EfficiencyMisnomerConfig(embed_dim=16, num_heads=2, share_depth=3, moe_experts=(2, 4))
+    exp = get("efficiency-misnomer")
+    slow_shared = fabricated(cfg, lambda n: [2.0, 2.1, 1.9] if n.endswith("shared")
+                             else [1.0, 1.05, 0.95])
+    idle = exp.claims(slow_shared, cfg)
+    slow_shared["load"] = {"busy": ["machine busy: more runnable tasks than its 2 core(s)"]}
+    busy = exp.claims(slow_shared, cfg)
+    assert idle[1].verdict == "not reproduced" and busy[1].verdict == "inconclusive"
+    assert "idle machine" in busy[1].settle and "'not reproduced'" in busy[1].settle
+    for a, b in zip(idle, busy):
+        if a.kind == "property":
+            assert a.verdict == b.verdict
+        else:
+            assert b.verdict == "inconclusive"
