@@ -69,7 +69,7 @@ from efflab.measure.spec import build_from_spec
 from efflab.models import create_model
 from efflab.seeding import derive_seed
 
-FAMILIES = ("depth-width", "sharing", "moe", "attention", "lm")
+FAMILIES = ("depth-width", "sharing", "moe", "attention", "lm", "hf")
 
 #: indicators compared across the zoo, all oriented so that larger = costlier
 INDICATORS = {
@@ -484,7 +484,7 @@ class EfficiencyMisnomer(Experiment):
                 ax.set_yscale("log")
                 for axis in (ax.xaxis, ax.yaxis):
                     axis.set_minor_formatter(NullFormatter())
-                ax.tick_params(which="both", labelsize=5, labelbottom=i == k - 1,
+                ax.tick_params(which="both", labelsize=6, labelbottom=i == k - 1,
                                labelleft=j == 0)
                 t = tau[a][order.index(b)]
                 if np.isfinite(t):
