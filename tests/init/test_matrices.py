@@ -82,7 +82,7 @@ def test_padded_and_cropped_hadamard_is_full_rank_but_not_an_isometry():
     s = torch.linalg.svdvals(w)
     assert int(torch.linalg.matrix_rank(w)) == 784
     assert s.max().item() == pytest.approx(1.0, abs=1e-9)
-    assert 0.46 < s.min().item() < 0.48    # NOTES.md: 0.47 with the 2^{-m/2} scale
+    assert 0.46 < s.min().item() < 0.48    # 0.47 with the 2^{-m/2} scale (docs/paper-numbers.md)
 
 
 def test_every_widening_map_up_to_48_rows_has_full_column_rank():
