@@ -246,7 +246,9 @@ class BenignOverfitting(Experiment):
                        "(closed forms of the chosen spectra)"),
             verdict=all_of([at_most(rk_sp["r0"] / n, 1.0), at_most(rk_sp["k_star"] / n, 0.1),
                             at_most(n_over_R, 0.1),
-                            verdict_at_least(rk_iso["r0"] / n, 1.0)])))
+                            verdict_at_least(rk_iso["r0"] / n, 1.0)]),
+            # effective ranks of spectra we chose, in closed form: only a bug can fail this
+            kind="property"))
         judged = tails >= 2 * config.n  # the equivalent is asymptotic; near d = n it is loose
         tol = config.tolerance
         # a Monte Carlo mean is only known to a few standard errors: allow 3 of them on top
