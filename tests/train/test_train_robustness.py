@@ -75,7 +75,8 @@ def test_callback_records_and_wall_time_survive_a_resume(tmp_path):
     assert [r["val"] for r in first.history] == [10.0, 20.0]
     saved = load_checkpoint(tmp_path / "ck")
     assert saved["wall_s"] > 0
-    # the longer run resumes at step 2 and keeps the first run's records and time
+    # a run interrupted at step 3 (checkpoint at step 2) resumes there: the records of
+    # steps 1-2 come from the checkpoint, and so does the time spent before the interruption
     cfg4 = TrainConfig(steps=4, batch_size=8, checkpoint_dir=str(tmp_path / "ck4"),
                        checkpoint_every=2)
     calls = []
@@ -89,6 +90,7 @@ def test_callback_records_and_wall_time_survive_a_resume(tmp_path):
     model, data = _setup()
     with pytest.raises(KeyboardInterrupt):
         train(model, data, cfg4, callback=stop_at_3)
+    assert calls == [1, 2, 3]
     model, data = _setup()
     resumed = train(model, data, cfg4, callback=lambda s, m: {"val": float(s)})
     assert resumed.resumed_from == 2
