@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from efflab.progress import bar, enabled
+from efflab.seeding import derive_seed
 from efflab.train.checkpoint import (
     CheckpointError,
     check_checkpoint_dir,
@@ -69,15 +70,6 @@ class TrainResult:
     total_wall_s: float = 0.0
 
 
-def _mix(*values: int) -> int:
-    """A generator seed from several integers (seed, epoch, rank, ...), well spread."""
-    h = 0x9E3779B97F4A7C15
-    for v in values:
-        h = ((h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -111,7 +103,7 @@ class _Batches:
     def __call__(self, step: int) -> torch.Tensor:
         epoch, i = divmod(step, self.per_epoch)
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(_mix(self.seed, 1, epoch))
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "train.batches", epoch))
             self._perm = torch.randperm(self.n, generator=g).to(self.device)
             self._epoch = epoch
         return self._perm[i * self.batch_size:(i + 1) * self.batch_size]
@@ -258,7 +250,7 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, eval_data: Data | None
         else:
             xs, ys = x[idx[a:b]], y[idx[a:b]]
         if aug_gen is not None:
-            aug_gen.manual_seed(_mix(cfg.seed, 2, step, rank))
+            aug_gen.manual_seed(derive_seed(cfg.seed, "train.augment", step, rank))
         for p in params:  # zeros, not None: every rank all-reduces the same buffers
             if p.grad is None:
                 p.grad = torch.zeros_like(p)

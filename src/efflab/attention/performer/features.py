@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from efflab.attention._checks import check_positive_int
+from efflab.seeding import derive_seed
 
 FEATURE_MAPS = ("positive", "hyperbolic", "trig", "relu")
 EXP_MAPS = ("positive", "hyperbolic")
@@ -44,9 +44,9 @@ def features_seed(seed: int, redraw_count: int, stream: int | None = None) -> in
     every process of a distributed job draws the same features without talking to the others.
     ``stream`` tells modules apart (each :class:`PerformerAttention` has its own); None keeps
     the two-argument stream."""
-    keys = [int(seed), int(redraw_count)] if stream is None else \
-        [int(seed), int(stream), int(redraw_count)]
-    return int(np.random.SeedSequence(keys).generate_state(1, dtype=np.uint64)[0])
+    if stream is None:
+        return derive_seed(int(seed), "performer.features", int(redraw_count))
+    return derive_seed(int(seed), "performer.features", int(stream), int(redraw_count))
 
 
 def draw_random_features(num_features: int, dim: int, orthogonal: bool = True,
