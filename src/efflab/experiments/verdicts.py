@@ -189,24 +189,33 @@ def bootstrap_interval(samples: Sequence[float], statistic: Callable[[np.ndarray
                     "bootstrap", level)
 
 
-def ratio_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL,
-                   resamples: int = 2000, seed: int = 0) -> Estimate:
-    """median(a) / median(b) with a bootstrap interval; ``a[i]`` and ``b[i]`` are paired
-    (timed in the same round of an interleaved measurement), so rounds are resampled whole."""
+def ratio_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Estimate:
+    """The ratio a / b of paired timings with a Student-t interval on the log scale.
+
+    ``a[i]`` and ``b[i]`` are paired (timed in the same round of an interleaved measurement),
+    so the round-to-round drift of the machine cancels in ``log(a[i] / b[i])``; the value is
+    the geometric mean of the paired ratios and the interval
+    ``exp(mean +- t * sd / sqrt(n))`` of those logs. With 3-5 rounds a bootstrap of medians
+    covers far less than its nominal level (it cannot be wider than the range of the
+    rounds); the t interval keeps its level for log-normal noise (tested by simulation) and
+    widens honestly when one round is an outlier. One round gives an infinitely wide interval.
+    """
+    from scipy import stats
+
     xa, xb = _samples("a", a), _samples("b", b)
     if xa.size != xb.size:
         raise ValueError(f"paired samples must have equal length, got {xa.size} and {xb.size}")
-    if (xb <= 0).any() or (xa < 0).any():
+    if (xb <= 0).any() or (xa <= 0).any():
         raise ValueError("ratio_interval needs positive samples (times, sizes)")
-    value = float(np.median(xa) / np.median(xb))
+    logs = np.log(xa) - np.log(xb)
+    centre = float(logs.mean())
+    value = math.exp(centre)
     if xa.size == 1:
-        return Estimate(value, -math.inf, math.inf, 1, "bootstrap", level)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, xa.size, size=(resamples, xa.size))
-    r = np.median(xa[idx], axis=1) / np.median(xb[idx], axis=1)
-    lo, hi = np.quantile(r, [0.5 - level / 2, 0.5 + level / 2])
-    return Estimate(value, float(min(lo, value)), float(max(hi, value)), int(xa.size),
-                    "bootstrap", level)
+        return Estimate(value, -math.inf, math.inf, 1, "t on log ratio", level)
+    half = float(stats.t.ppf(0.5 + level / 2, xa.size - 1) * logs.std(ddof=1)
+                 / math.sqrt(xa.size))
+    return Estimate(value, math.exp(centre - half), math.exp(centre + half), int(xa.size),
+                    "t on log ratio", level)
 
 
 # --------------------------------------------------------------------------- interval rules
