@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from efflab.cli.launcher_options import add_launcher_arguments, launcher_from_args
 from efflab.experiments.base import ConfigError
 from efflab.experiments.launchers import (
     RayLauncher,
     SharedStorageError,
     SlurmLauncher,
-    add_launcher_arguments,
-    launcher_from_args,
     run_point,
     storage_warning,
 )
