@@ -1,8 +1,9 @@
-"""Launchers: Ray (a local Ray started by this module, on loopback) and Submitit (its local
-and debug executors, the same code path as Slurm submission) keep the sweep's guarantees:
-results equal the local launcher's bit for bit, a killed or failing point does not lose the
-others, a rerun computes only the missing points; the sbatch script asks for the requested
-resources; options are checked before any work."""
+"""Launchers: Ray (a local Ray for the session, on loopback: conftest.py) and Submitit (its
+local and debug executors, the same code path as Slurm submission) keep the sweep's
+guarantees: results equal the local launcher's bit for bit, a killed or failing point does
+not lose the others, a rerun computes only the missing points, Ray retries a point whose
+process died; the sbatch script asks for the requested resources; options are checked
+before any work."""
 
 from __future__ import annotations
 
