@@ -25,7 +25,7 @@ from efflab.cli import measure as measure_command
 from efflab.cli.config_file import config_toml, read_config_file
 from efflab.cli.launcher_options import add_launcher_arguments, launcher_from_args
 from efflab.experiments.base import EXPERIMENT_VERDICTS, PROFILES, ConfigError
-from efflab.experiments.launchers import launcher_warning
+from efflab.experiments.launchers import experiment_launcher, launcher_warning
 from efflab.experiments.runner import (
     OutputError,
     PlannedRun,
@@ -359,8 +359,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         by_name[name] = rec
         _print_record(rec)
     if to_run:
+        jobs_on = experiment_launcher(args.sweep_launcher, args.cpus_per_experiment,
+                                      args.gpus_per_experiment)
         print(f"Submitting {len(to_run)} experiment(s), one job each, to "
-              f"{args.sweep_launcher.describe()} ...", flush=True)
+              f"{jobs_on.describe('job')} ...", flush=True)
         for rec in run_as_jobs(to_run, out, args.sweep_launcher, args.device,
                                force=args.force, jobs=args.jobs, threads=args.threads,
                                cpus_per_experiment=args.cpus_per_experiment,

@@ -245,9 +245,10 @@ class RayLauncher:
                 or self.retries < 0:
             raise ConfigError(f"retries must be an integer >= 0, got {self.retries!r}")
 
-    def describe(self) -> str:
+    def describe(self, per: str = "point") -> str:
         where = self.address or os.environ.get("RAY_ADDRESS") or "a Ray started here"
-        return f"ray ({where}; {self.cpus_per_point:g} CPU, {self.gpus_per_point:g} GPU a point)"
+        return (f"ray ({where}; {self.cpus_per_point:g} CPU, {self.gpus_per_point:g} GPU "
+                f"a {per})")
 
     def execute(self, fn: PointFn, tasks: Sequence[PointTask], folder: Path
                 ) -> Iterator[Outcome]:
@@ -358,10 +359,10 @@ class SlurmLauncher:
         except TypeError as e:
             raise ConfigError(f"--slurm-config {path}: {e}") from None
 
-    def describe(self) -> str:
+    def describe(self, per: str = "point") -> str:
         return (f"slurm ({self.cluster}; partition {self.partition or 'default'}, "
                 f"{self.time_min} min, {self.cpus_per_point} CPU, {self.gpus_per_point} GPU "
-                f"a point)")
+                f"a {per})")
 
     def sbatch_parameters(self) -> dict[str, Any]:
         """The parameters of Submitit's SlurmExecutor (Slurm's own names)."""

@@ -451,7 +451,7 @@ def _collect_job(run: PlannedRun, out: Path, error: str | None, launcher: Any,
         else:
             return RunRecord(exp.name, record.status, final, record.verdict,
                              record.wall_time_s, record.error, record.budget_s)
-    message = (f"the job of {exp.name} on {launcher.describe()} failed (its working folder "
+    message = (f"the job of {exp.name} on {launcher.describe('job')} failed (its working folder "
                f"and sweep points are kept for the next run):\n{error}")
     return _record_failure(exp.name, exp.paper, exp.checks, run.profile, run.config.seed,
                            to_jsonable(run.config.to_dict()), message, out,
