@@ -154,11 +154,14 @@ def build_parser(run_help_for: str | None = None) -> argparse.ArgumentParser:
                            write OUT/index.html. A failing experiment is recorded as failed and
                            the others still run; the exit code is 1 if any failed. Finished
                            results already in OUT with the same config are reused unless
-                           --force is given."""),
+                           --force is given. With --launcher ray or slurm each experiment
+                           runs as one job on the cluster (docs/scaling.md)."""),
                        epilog=_examples("efflab reproduce",
                                         "efflab reproduce --profile full --device cuda",
                                         "efflab reproduce --only double-descent-linear "
-                                        "--out runs/dd"))
+                                        "--out runs/dd",
+                                        "efflab reproduce --profile full --launcher ray "
+                                        "--ray-address auto --out /shared/runs/full"))
     p.add_argument("--only", nargs="+", action="extend", default=None, metavar="NAME",
                    help="run only these experiments (repeatable: --only A --only B runs both)")
     _add_common(p, "runs/reproduce", experiments=True)
