@@ -57,3 +57,13 @@ def trained(point):
 def noop(point):
     """For the overhead benchmark: a point that does (almost) nothing."""
     return point["i"]
+
+
+def dies_once(point):
+    """Its process dies (as on a lost node) the first time, unless ``point["died"]`` exists;
+    the second attempt computes."""
+    marker = Path(point["died"])
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os._exit(1)
+    return square(point)

@@ -1,8 +1,9 @@
-"""Launchers: Ray (a local Ray started by this module, on loopback) and Submitit (its local
-and debug executors, the same code path as Slurm submission) keep the sweep's guarantees:
-results equal the local launcher's bit for bit, a killed or failing point does not lose the
-others, a rerun computes only the missing points; the sbatch script asks for the requested
-resources; options are checked before any work."""
+"""Launchers: Ray (a local Ray for the session, on loopback: conftest.py) and Submitit (its
+local and debug executors, the same code path as Slurm submission) keep the sweep's
+guarantees: results equal the local launcher's bit for bit, a killed or failing point does
+not lose the others, a rerun computes only the missing points, Ray retries a point whose
+process died; the sbatch script asks for the requested resources; options are checked
+before any work."""
 
 from __future__ import annotations
 
@@ -12,58 +13,23 @@ import importlib.util
 import json
 import os
 import signal
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
+from efflab.cli.launcher_options import add_launcher_arguments, launcher_from_args
 from efflab.experiments.base import ConfigError
 from efflab.experiments.launchers import (
     RayLauncher,
     SharedStorageError,
     SlurmLauncher,
-    add_launcher_arguments,
-    launcher_from_args,
     run_point,
     storage_warning,
 )
 from efflab.experiments.sweep import SweepPointFailed, point_key, run_sweep, sweep_folder
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-points = importlib.import_module("sweep_points")
-
-
-@pytest.fixture
-def worker_path(monkeypatch):
-    """Processes started from here (Ray's, Submitit's jobs) import efflab and sweep_points."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE.parents[1] / "src"),
-                                                       str(HERE)]))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    """One local Ray for the module (its start-up is slow): 2 CPUs, loopback only."""
-    import ray
-
-    env = {k: os.environ.get(k) for k in ("PYTHONPATH", "OMP_NUM_THREADS", "RAY_ADDRESS")}
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE.parents[1] / "src"), str(HERE)])
-    os.environ["OMP_NUM_THREADS"] = "1"
-    os.environ.pop("RAY_ADDRESS", None)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1", configure_logging=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+points = importlib.import_module("sweep_points")  # on sys.path: conftest.py
 
 
 def _log_points(tmp_path, n, **extra):
@@ -136,6 +102,24 @@ def test_ray_equals_local_bit_for_bit(tmp_path, ray_local):
 def test_ray_killed_task_keeps_the_others_and_rerun_computes_only_it(tmp_path, ray_local):
     error = _check_resume_after_kill(tmp_path, RayLauncher(retries=0), "ray-kill")
     assert "WorkerCrashedError" in error.failures[0][1]
+
+
+@pytest.mark.slow
+def test_ray_retries_a_point_whose_worker_died(tmp_path, ray_local):
+    """retries=1: the point's first worker dies (os._exit), Ray runs it again, it computes;
+    with retries=0 the same death is a failed point."""
+    pts = [{"i": i, "log": str(tmp_path / "log.txt"), "died": str(tmp_path / f"died-{i}")}
+           for i in range(2)]
+    out = run_sweep(points.dies_once, pts, tmp_path / "a", "r", launcher=RayLauncher(retries=1))
+    assert [r["square"] for r in out] == [0, 1]
+    assert all((tmp_path / f"died-{i}").exists() for i in range(2))  # each died once
+    assert _computed(tmp_path) == [0, 1]  # and was computed once, by its second attempt
+    for i in range(2):
+        (tmp_path / f"died-{i}").unlink()
+    with pytest.raises(SweepPointFailed) as info:
+        run_sweep(points.dies_once, pts[:1], tmp_path / "b", "r",
+                  launcher=RayLauncher(retries=0))
+    assert "WorkerCrashedError" in info.value.failures[0][1]
 
 
 @pytest.mark.slow

@@ -23,21 +23,20 @@ from efflab import experiments as registry
 from efflab.cli import bench as bench_command
 from efflab.cli import measure as measure_command
 from efflab.cli.config_file import config_toml, read_config_file
+from efflab.cli.launcher_options import add_launcher_arguments, launcher_from_args
 from efflab.experiments.base import EXPERIMENT_VERDICTS, PROFILES, ConfigError
-from efflab.experiments.launchers import (
-    add_launcher_arguments,
-    launcher_from_args,
-    launcher_warning,
-)
+from efflab.experiments.launchers import experiment_launcher, launcher_warning
 from efflab.experiments.runner import (
     OutputError,
     PlannedRun,
     RunRecord,
+    check_device_name,
     check_output_dir,
     finished_record,
     plan,
     record_broken,
     resolve_device,
+    run_as_jobs,
     run_planned,
     tidy_finished,
 )
@@ -61,7 +60,8 @@ def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
+def _add_common(p: argparse.ArgumentParser, default_out: str, experiments: bool = False
+                ) -> None:
     p.add_argument("--profile", choices=PROFILES, default=None,
                    help="quick: minutes on a laptop CPU; full: the paper's scale (default quick, "
                         "or the profile of a results.json given to --config)")
@@ -82,7 +82,7 @@ def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
                    help="write the scalars of every training run (loss, accuracy, learning "
                         "rate, gradient norm, seconds per step) for TensorBoard under DIR, one "
                         "subfolder per run (the tensorboard extra)")
-    add_launcher_arguments(p)
+    add_launcher_arguments(p, experiments=experiments)
 
 
 def _config_keys_epilog(name: str) -> str:
@@ -154,14 +154,17 @@ def build_parser(run_help_for: str | None = None) -> argparse.ArgumentParser:
                            write OUT/index.html. A failing experiment is recorded as failed and
                            the others still run; the exit code is 1 if any failed. Finished
                            results already in OUT with the same config are reused unless
-                           --force is given."""),
+                           --force is given. With --launcher ray or slurm each experiment
+                           runs as one job on the cluster (docs/scaling.md)."""),
                        epilog=_examples("efflab reproduce",
                                         "efflab reproduce --profile full --device cuda",
                                         "efflab reproduce --only double-descent-linear "
-                                        "--out runs/dd"))
+                                        "--out runs/dd",
+                                        "efflab reproduce --profile full --launcher ray "
+                                        "--ray-address auto --out /shared/runs/full"))
     p.add_argument("--only", nargs="+", action="extend", default=None, metavar="NAME",
                    help="run only these experiments (repeatable: --only A --only B runs both)")
-    _add_common(p, "runs/reproduce")
+    _add_common(p, "runs/reproduce", experiments=True)
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("report", help="rebuild the HTML report from saved results",
@@ -208,13 +211,19 @@ def _check_run_options(args: argparse.Namespace) -> None:
 
 
 def _prepare(args: argparse.Namespace, names: list[str], overrides: list[str],
-             seed: int | None, values: dict | None = None, profile: str = "quick"
-             ) -> tuple[list[PlannedRun], Path, object]:
-    """Validate everything (names, config, device, output folder) before any work."""
+             seed: int | None, values: dict | None = None, profile: str = "quick",
+             device_on_workers: bool = False) -> tuple[list[PlannedRun], Path, object]:
+    """Validate everything (names, config, device, output folder) before any work.
+    ``device_on_workers``: with a cluster launcher the device is resolved by each job on its
+    worker (here only its name is checked, and the device returned is this machine's CPU)."""
     _check_run_options(args)
     planned = [plan(n, profile, overrides, seed, values) for n in names]
-    device = resolve_device(args.device)
     args.sweep_launcher = launcher_from_args(args)
+    if device_on_workers and args.sweep_launcher is not None:
+        check_device_name(args.device)
+        device = torch.device("cpu")
+    else:
+        device = resolve_device(args.device)
     out = check_output_dir(args.out)
     if warning := launcher_warning(args.sweep_launcher, out):
         print(f"efflab: warning: {warning}", file=sys.stderr)
@@ -317,7 +326,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     profile = args.profile or "quick"
     names = list(dict.fromkeys(args.only)) if args.only else registry.names()
-    planned, out, device = _prepare(args, names, [], None, None, profile)
+    planned, out, device = _prepare(args, names, [], None, None, profile,
+                                    device_on_workers=True)
     reuse, stale = set(), []
     for run in planned:
         prev = finished_record(out / run.experiment.name)
@@ -328,8 +338,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if stale:
         raise UsageError(f"{out} holds finished results with another profile or config for: "
                          f"{', '.join(stale)}; pass --force to replace them, or another --out")
-    print(f"Reproducing {len(planned)} experiment(s), {profile} profile, on {device} -> {out}")
-    records = []
+    cluster = args.sweep_launcher is not None
+    where = f"{args.device} on each job's worker" if cluster else device
+    print(f"Reproducing {len(planned)} experiment(s), {profile} profile, on {where} -> {out}")
+    by_name: dict[str, RunRecord] = {}
+    to_run: list[PlannedRun] = []
     for i, run in enumerate(planned, 1):
         name = run.experiment.name
         budget = run.experiment.budget_s.get(profile)
@@ -338,13 +351,28 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             prev = finished_record(out / name)
             rec = RunRecord(name, "reused", out / name, prev.verdict if prev else None,
                             prev.wall_time_s if prev else 0.0, budget_s=budget)
+        elif cluster:
+            to_run.append(run)
+            continue
         else:
             shown = "?" if budget is None else f"{budget:.0f}"
             print(f"[{i}/{len(planned)}] {name} (budget {shown} s) ...", flush=True)
             rec = run_planned(run, out, device, force=args.force, jobs=args.jobs,
                               launcher=args.sweep_launcher)
-        records.append(rec)
+        by_name[name] = rec
         _print_record(rec)
+    if to_run:
+        jobs_on = experiment_launcher(args.sweep_launcher, args.cpus_per_experiment,
+                                      args.gpus_per_experiment)
+        print(f"Submitting {len(to_run)} experiment(s), one job each, to "
+              f"{jobs_on.describe('job')} ...", flush=True)
+        for rec in run_as_jobs(to_run, out, args.sweep_launcher, args.device,
+                               force=args.force, jobs=args.jobs, threads=args.threads,
+                               cpus_per_experiment=args.cpus_per_experiment,
+                               gpus_per_experiment=args.gpus_per_experiment,
+                               on_record=_print_record):
+            by_name[rec.name] = rec
+    records = [by_name[r.experiment.name] for r in planned]
     if not args.only:
         for module, err in registry.broken().items():
             rec = record_broken(module, err, out, profile, device)

@@ -30,6 +30,7 @@ their launcher runs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import math
 import multiprocessing
@@ -42,7 +43,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -244,9 +245,10 @@ class RayLauncher:
                 or self.retries < 0:
             raise ConfigError(f"retries must be an integer >= 0, got {self.retries!r}")
 
-    def describe(self) -> str:
+    def describe(self, per: str = "point") -> str:
         where = self.address or os.environ.get("RAY_ADDRESS") or "a Ray started here"
-        return f"ray ({where}; {self.cpus_per_point:g} CPU, {self.gpus_per_point:g} GPU a point)"
+        return (f"ray ({where}; {self.cpus_per_point:g} CPU, {self.gpus_per_point:g} GPU "
+                f"a {per})")
 
     def execute(self, fn: PointFn, tasks: Sequence[PointTask], folder: Path
                 ) -> Iterator[Outcome]:
@@ -357,10 +359,10 @@ class SlurmLauncher:
         except TypeError as e:
             raise ConfigError(f"--slurm-config {path}: {e}") from None
 
-    def describe(self) -> str:
+    def describe(self, per: str = "point") -> str:
         return (f"slurm ({self.cluster}; partition {self.partition or 'default'}, "
                 f"{self.time_min} min, {self.cpus_per_point} CPU, {self.gpus_per_point} GPU "
-                f"a point)")
+                f"a {per})")
 
     def sbatch_parameters(self) -> dict[str, Any]:
         """The parameters of Submitit's SlurmExecutor (Slurm's own names)."""
@@ -431,17 +433,18 @@ def _submitit_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _check_resources(cpus: float, gpus: float, integer_gpus: bool) -> None:
-    for name, v, low in (("cpus_per_point", cpus, 1e-9), ("gpus_per_point", gpus, 0.0)):
+def _check_resources(cpus: float, gpus: float, integer_gpus: bool, per: str = "point"
+                     ) -> None:
+    for name, v, low in ((f"cpus_per_{per}", cpus, 1e-9), (f"gpus_per_{per}", gpus, 0.0)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                 or v < low:
             raise ConfigError(f"{name} must be a {'positive' if low else 'non-negative'} "
                               f"number, got {v!r}")
     if integer_gpus and gpus != int(gpus):
-        raise ConfigError(f"gpus_per_point must be a whole number on Slurm, got {gpus!r} "
+        raise ConfigError(f"gpus_per_{per} must be a whole number on Slurm, got {gpus!r} "
                           f"(fractional GPUs: --launcher ray)")
     if integer_gpus and cpus != int(cpus):
-        raise ConfigError(f"cpus_per_point must be a whole number on Slurm, got {cpus!r}")
+        raise ConfigError(f"cpus_per_{per} must be a whole number on Slurm, got {cpus!r}")
 
 
 @contextlib.contextmanager
@@ -481,6 +484,28 @@ def storage_warning(path: str | os.PathLike) -> str | None:
 Launcher = LocalLauncher | RayLauncher | SlurmLauncher
 
 
+def experiment_launcher(launcher: Launcher, cpus: float | None = None,
+                        gpus: float | None = None) -> RayLauncher | SlurmLauncher:
+    """The launcher that runs whole experiments as jobs (``efflab reproduce --launcher``):
+    ``launcher`` with each job requesting ``cpus`` CPUs (default: ``launcher``'s per-point
+    request) and ``gpus`` GPUs. The GPU default differs: on Slurm the experiment's sweep
+    points run inside its job, so the job gets the per-point GPUs; on Ray the points are
+    tasks with their own request, and an experiment task waiting for them keeps the GPUs
+    it holds (Ray lends out only the CPUs of a blocked task), so the default is 0."""
+    if isinstance(launcher, RayLauncher):
+        cpus = launcher.cpus_per_point if cpus is None else cpus
+        gpus = 0.0 if gpus is None else gpus
+        _check_resources(cpus, gpus, integer_gpus=False, per="experiment")
+        return dataclasses.replace(launcher, cpus_per_point=cpus, gpus_per_point=gpus)
+    if isinstance(launcher, SlurmLauncher):
+        cpus = launcher.cpus_per_point if cpus is None else cpus
+        gpus = launcher.gpus_per_point if gpus is None else gpus
+        _check_resources(cpus, gpus, integer_gpus=True, per="experiment")
+        return dataclasses.replace(launcher, cpus_per_point=int(cpus), gpus_per_point=int(gpus))
+    raise ConfigError(f"whole experiments run as jobs on --launcher ray or slurm, got "
+                      f"{getattr(launcher, 'name', launcher)!r}")
+
+
 def launcher_warning(launcher: Launcher | None, out: str | os.PathLike) -> str | None:
     """What to tell the user before a run on ``launcher`` into ``out``: a warning when the
     workers may be on other machines and ``out`` is on storage private to this one."""
@@ -488,62 +513,3 @@ def launcher_warning(launcher: Launcher | None, out: str | os.PathLike) -> str |
               and (launcher.address or os.environ.get("RAY_ADDRESS"))) or (
         isinstance(launcher, SlurmLauncher) and launcher.cluster == "slurm")
     return storage_warning(out) if remote else None
-
-
-# -- the command line ----------------------------------------------------------------------
-def add_launcher_arguments(parser) -> None:
-    """The ``--launcher`` options of ``efflab run`` and ``efflab reproduce``."""
-    g = parser.add_argument_group("where sweep points run (docs/scaling.md)")
-    g.add_argument("--launcher", choices=LAUNCHERS, default="local",
-                   help="local: here, --jobs processes (default); ray: a Ray cluster; "
-                        "slurm: a Slurm job array through Submitit")
-    g.add_argument("--cpus-per-point", type=float, default=None, metavar="N",
-                   help="CPUs each point requests on ray/slurm (default 1)")
-    g.add_argument("--gpus-per-point", type=float, default=None, metavar="N",
-                   help="GPUs each point requests on ray (fractions allowed) or slurm "
-                        "(default 0)")
-    g.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="Ray cluster to join (auto, host:6379, ray://host:10001; default "
-                        "$RAY_ADDRESS, else a Ray started here)")
-    g.add_argument("--slurm-config", default=None, metavar="FILE",
-                   help="TOML file with Slurm settings (partition, time_min, cpus_per_point, "
-                        "gpus_per_point, mem_gb, account, qos, setup, extra, ...)")
-    g.add_argument("--slurm-partition", default=None, metavar="NAME", help="Slurm partition")
-    g.add_argument("--slurm-time", type=int, default=None, metavar="MIN",
-                   help="time limit of one point's job, minutes (default 60)")
-    g.add_argument("--slurm-cluster", choices=SLURM_CLUSTERS, default=None,
-                   help="slurm: submit with sbatch (default); local: run the jobs as local "
-                        "processes through Submitit, to try a setup without a cluster")
-
-
-def launcher_from_args(args) -> Launcher | None:
-    """The launcher the options ask for (None for the default local pool); raises
-    :class:`ConfigError` on a bad option or a missing extra, before any work."""
-    choice = getattr(args, "launcher", "local")
-    cpus, gpus = getattr(args, "cpus_per_point", None), getattr(args, "gpus_per_point", None)
-    if choice != "ray" and args.ray_address is not None:
-        raise ConfigError(f"--ray-address needs --launcher ray, got --launcher {choice}")
-    slurm_opts = {"--slurm-config": args.slurm_config, "--slurm-partition": args.slurm_partition,
-                  "--slurm-time": args.slurm_time, "--slurm-cluster": args.slurm_cluster}
-    if choice != "slurm":
-        given = [k for k, v in slurm_opts.items() if v is not None]
-        if given:
-            raise ConfigError(f"{given[0]} needs --launcher slurm, got --launcher {choice}")
-    if choice == "local":
-        if cpus is not None or gpus is not None:
-            raise ConfigError("--cpus-per-point/--gpus-per-point need --launcher ray or "
-                              "slurm (the local pool uses --jobs)")
-        return None
-    if choice == "ray":
-        return RayLauncher(address=args.ray_address,
-                           cpus_per_point=1.0 if cpus is None else cpus,
-                           gpus_per_point=0.0 if gpus is None else gpus)
-    for name, v in (("--cpus-per-point", cpus), ("--gpus-per-point", gpus)):
-        if v is not None and v != int(v):
-            raise ConfigError(f"{name} must be a whole number on Slurm, got {v:g}")
-    overrides: Mapping[str, Any] = {
-        "partition": args.slurm_partition, "time_min": args.slurm_time,
-        "cluster": args.slurm_cluster,
-        "cpus_per_point": None if cpus is None else int(cpus),
-        "gpus_per_point": None if gpus is None else int(gpus)}
-    return SlurmLauncher.from_file(args.slurm_config, **overrides)

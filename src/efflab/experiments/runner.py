@@ -15,12 +15,23 @@ What survives which fault:
   continues in it (again computing only the missing sweep points);
 * an atomic write interrupted half-way leaves a ``.NAME.*.tmp`` file: the next run removes
   them from its working folder, and ``efflab reproduce`` from the finished folders it reuses.
+
+:func:`run_as_jobs` runs whole experiments as jobs of a cluster launcher (``efflab reproduce
+--launcher ray|slurm``): each job calls :func:`run_planned` on its worker, so each
+experiment's folder is written and renamed into place there exactly as here; the driver reads
+the records back. A job that dies (its worker lost, a Slurm job cancelled, ``--out`` not
+visible there) is recorded as a failed result by the driver, keeping the working folder and
+its sweep points for the next run. Inside a Ray job the experiment's sweep points are Ray
+tasks again; inside a Slurm job they run in the job, ``jobs`` local workers (see
+docs/scaling.md, "Whole experiments as jobs").
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import os
 import random
 import re
@@ -82,12 +93,19 @@ class RunRecord:
     budget_s: float | None = None
 
 
+def check_device_name(device: str) -> str:
+    """``device`` if it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether this machine
+    has that device is not checked: a cluster job resolves it on its worker)."""
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU. ``cuda`` without a GPU is an error."""
+    check_device_name(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device is available here")
     return torch.device(device)
@@ -297,20 +315,144 @@ def _swap_into_place(work: Path, final: Path) -> None:
 def record_broken(module: str, error: str, out: Path, profile: str, device: torch.device
                   ) -> RunRecord:
     """Write a failed result for an experiment module that could not even be imported."""
-    work = working_folder(out, module)
+    return _record_failure(module, "?", "(module failed to import)", profile, None, {},
+                           error, out, device, None)
+
+
+def _record_failure(name: str, paper: str, checks: str, profile: str, seed: int | None,
+                    config: dict[str, Any], error: str, out: Path, device: torch.device,
+                    budget_s: float | None) -> RunRecord:
+    """Write a failed result for ``name`` that this process did not run (a broken module, a
+    cluster job that died); the working folder (with any sweep points) is kept in it."""
+    work = working_folder(out, name)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record = ResultRecord(
-        experiment=module, paper="?", checks="(module failed to import)", profile=profile,
-        status="failed", seed=None, config={}, results=None, claims=[], verdict="failed",
-        tables=[], figures=[], error=error, environment=environment(device), budget_s=None,
-        wall_time_s=0.0, started=now, finished=now)
+        experiment=name, paper=paper, checks=checks, profile=profile,
+        status="failed", seed=seed, config=config, results=None, claims=[], verdict="failed",
+        tables=[], figures=[], error=error, environment=environment(device),
+        budget_s=budget_s, wall_time_s=0.0, started=now, finished=now)
     record.save(work)
-    final = out / module
+    final = out / name
     _swap_into_place(work, final)
-    return RunRecord(module, "failed", final, "failed", 0.0, error)
+    return RunRecord(name, "failed", final, "failed", 0.0, error, budget_s)
 
 
 def tidy_finished(folder: Path) -> list[Path]:
     """Remove leftover temporary files of interrupted writes from a finished result folder
     that is being reused; returns what was removed."""
     return remove_stale_tmp(folder) if Path(folder).is_dir() else []
+
+
+# -- whole experiments as cluster jobs -----------------------------------------------------
+JOBS_FOLDER = ".jobs"
+
+
+def run_experiment_job(job: dict[str, Any], runs: Mapping[str, PlannedRun],
+                       sweep_launcher: Any = None) -> dict[str, Any]:
+    """What one experiment's cluster job runs (on its worker): :func:`run_planned` into
+    ``job["out"]``, on ``job["device"]`` resolved here, with ``job["threads"]`` torch threads;
+    the experiment's sweeps on ``sweep_launcher`` (None: ``job["jobs"]`` local workers in
+    this job). Returns a summary; the result itself is ``OUT/NAME/results.json``."""
+    import socket
+
+    run = runs[job["experiment"]]
+    out = Path(job["out"])
+    try:
+        device = resolve_device(job["device"])
+    except ConfigError as e:
+        raise ConfigError(f"on {socket.gethostname()}: {e}") from None
+    torch.set_num_threads(job["threads"])
+    if job.get("tensorboard"):
+        from efflab.train.loop import TENSORBOARD_ENV
+
+        os.environ[TENSORBOARD_ENV] = job["tensorboard"]
+    prev = finished_record(out / run.experiment.name)
+    if prev is not None and not job["force"]:
+        # a retried job (Ray after a lost worker, Slurm after a requeue) whose first attempt
+        # had already finished: nothing is missing
+        rec = RunRecord(run.experiment.name, "ok", out / run.experiment.name, prev.verdict,
+                        prev.wall_time_s)
+    else:
+        rec = run_planned(run, out, device, force=job["force"], jobs=job["jobs"],
+                          launcher=sweep_launcher)
+    return {"status": rec.status, "verdict": rec.verdict, "wall_time_s": rec.wall_time_s,
+            "host": socket.gethostname()}
+
+
+def run_as_jobs(runs: list[PlannedRun], out: Path, launcher: Any, device: str = "auto",
+                force: bool = False, jobs: int = 1, threads: int = 1,
+                cpus_per_experiment: float | None = None,
+                gpus_per_experiment: float | None = None,
+                on_record: Any = None) -> list[RunRecord]:
+    """Run each planned experiment as one job of the cluster ``launcher`` (a
+    :class:`~efflab.experiments.launchers.RayLauncher` or
+    :class:`~efflab.experiments.launchers.SlurmLauncher`) and return their records in the
+    order of ``runs``; ``on_record(record)`` is called as each ends.
+
+    Each job requests ``cpus_per_experiment`` CPUs and ``gpus_per_experiment`` GPUs (see
+    :func:`~efflab.experiments.launchers.experiment_launcher` for the defaults). On Ray the
+    experiment's sweep points are Ray tasks of their own (``launcher``'s per-point request);
+    on Slurm they run inside the experiment's job with ``jobs`` local workers. ``force``
+    replaces finished results (as in :func:`run_planned`); the caller leaves out those it
+    reuses. A job that fails (its worker died, ``out`` not visible there) is recorded in
+    ``out/NAME`` as a failed result with the launcher's error; the others go on.
+    """
+    from efflab.experiments.launchers import PointTask, RayLauncher, experiment_launcher
+
+    job_launcher = experiment_launcher(launcher, cpus_per_experiment, gpus_per_experiment)
+    sweep_launcher = launcher if isinstance(launcher, RayLauncher) else None
+    folder = out / JOBS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [r.experiment.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"runs name an experiment more than once: {names}")
+    from efflab.train.loop import TENSORBOARD_ENV
+
+    tasks = []
+    for i, run in enumerate(runs):
+        path = folder / f"{run.experiment.name}.json"
+        path.unlink(missing_ok=True)  # a previous run's summary
+        tasks.append(PointTask(i, {
+            "experiment": run.experiment.name, "out": str(out), "device": device,
+            "force": bool(force), "jobs": int(jobs), "threads": int(threads),
+            "tensorboard": os.environ.get(TENSORBOARD_ENV)}, str(path)))
+    fn = functools.partial(run_experiment_job, runs={r.experiment.name: r for r in runs},
+                           sweep_launcher=sweep_launcher)
+    records: list[RunRecord | None] = [None] * len(runs)
+    submitted = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    for outcome in job_launcher.execute(fn, tasks, folder):
+        rec = _collect_job(runs[outcome.index], out, outcome.error, job_launcher, submitted)
+        records[outcome.index] = rec
+        if on_record is not None:
+            on_record(rec)
+    return [r for r in records if r is not None]
+
+
+def _collect_job(run: PlannedRun, out: Path, error: str | None, launcher: Any,
+                 submitted: _dt.datetime) -> RunRecord:
+    """The record of one experiment's finished job, as read back from ``out/NAME``; a job
+    that failed is written there as a failed result, unless it died after its experiment
+    had finished (a result started after the submission is kept)."""
+    exp = run.experiment
+    budget = exp.budget_s.get(run.profile)
+    final = out / exp.name
+    if error is not None and (done := finished_record(final)) is not None:
+        with contextlib.suppress(ValueError):
+            if _dt.datetime.fromisoformat(done.started) >= submitted:
+                error = None
+    if error is None:
+        try:
+            record = load_record(final / RESULTS)
+        except RecordError as e:
+            from efflab.experiments.launchers import storage_warning
+
+            hint = storage_warning(out) or "--out must be on storage every worker sees"
+            error = f"the job finished but its result is not readable here: {e}: {hint}"
+        else:
+            return RunRecord(exp.name, record.status, final, record.verdict,
+                             record.wall_time_s, record.error, record.budget_s)
+    message = (f"the job of {exp.name} on {launcher.describe('job')} failed (its working folder "
+               f"and sweep points are kept for the next run):\n{error}")
+    return _record_failure(exp.name, exp.paper, exp.checks, run.profile, run.config.seed,
+                           to_jsonable(run.config.to_dict()), message, out,
+                           torch.device("cpu"), None if budget is None else float(budget))

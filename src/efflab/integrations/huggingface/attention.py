@@ -68,7 +68,18 @@ def expand_kv_heads(k: Tensor, v: Tensor, heads: int) -> tuple[Tensor, Tensor]:
 
 def _favor_recurrent(mech: PerformerAttention, layer, q: Tensor, k: Tensor, v: Tensor,
                      new_pad: Tensor | None, scaling: float | None) -> Tensor:
-    """Advance ``layer.state`` over the new positions (prompt or one token) by favor_step."""
+    """Advance ``layer.state`` over the new positions (a prompt or one token) in one chunked
+    causal pass, the state carried in and out (``output_final_state``): a prompt of n
+    positions costs one call, not n. :func:`_favor_recurrent_steps` is its reference."""
+    out, layer.state = favor_attention(
+        q, k, v, mech.projection, new_pad, True, mech.feature_map, mech.kernel_eps, scaling,
+        mech.chunk_size, initial_state=layer.state, output_final_state=True)
+    return out
+
+
+def _favor_recurrent_steps(mech: PerformerAttention, layer, q: Tensor, k: Tensor, v: Tensor,
+                           new_pad: Tensor | None, scaling: float | None) -> Tensor:
+    """The same by favor_step, one position after another (the reference)."""
     outs, state = [], layer.state
     for t in range(q.shape[2]):
         pad_t = None if new_pad is None else new_pad[:, t:t + 1]

@@ -5,7 +5,9 @@ the keys and values of every earlier position.
 HF's attention modules call ``cache.update(k, v, layer_idx)`` and hand what it returns to the
 attention function. A :class:`FavorCacheLayer` returns only the new positions and remembers
 the layer they belong to; the efflab attention function then advances that layer's
-:class:`~efflab.attention.FavorState` by ``favor_step``. Per generated token and layer the work
+:class:`~efflab.attention.FavorState` over them in one chunked causal pass
+(``favor_attention(..., initial_state=..., output_final_state=True)``: a whole prompt at
+once, then one token at a time). Per generated token and layer the work
 is O(features x head_dim), whatever the length so far; the memory is one state per head.
 
 The link between ``update`` and the attention function is the identity of the key tensor
