@@ -117,7 +117,7 @@ def test_config_errors():
     exp = get("full-batch-vs-sgd")
     q = exp.Config.quick()
     with pytest.raises(ConfigError, match="fb_warmup must be <= fb_steps"):
-        dataclasses.replace(q, fb_warmup=300).validate()
+        dataclasses.replace(q, fb_warmup=q.fb_steps + 1).validate()
     with pytest.raises(ConfigError, match="is not a folder"):
         dataclasses.replace(q, dataset="cifar10", cifar_root="/no/such/folder").validate()
     # no folder at all: the config stays valid (printable, and `reproduce --profile full`

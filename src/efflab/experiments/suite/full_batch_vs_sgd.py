@@ -25,8 +25,9 @@ not decide (there is nothing to close).
 Quick profile (2-core CPU): scikit-learn's 8x8 digits (offline, 899 train / 898 test images),
 a 3-layer CNN of width 16 without batch norm, random crops with 1 pixel of zero padding and no
 flips (a mirrored digit is another symbol), SGD on batches of 32 for 20 epochs, full-batch
-"longer" rows 200 steps (the paper's 10:1 ratio), rows 1-5, 5 seeds (with 3, the
-regularized row's difference to SGD had a 95% interval 6 points wide). The full profile is the
+"longer" rows 300 steps with 40 of warmup (the paper's 3000 and 400, divided by 10), rows
+1-5, 3 seeds. (At 200 steps, the paper's 10:1 ratio to SGD's epochs, the un-clipped row failed
+to train in 3 of 5 seeds; docs/full-batch.md has both measurements.) The full profile is the
 paper's setting on CIFAR-10 (read from ``cifar_root``) with ResNet-18, for a GPU.
 
 Batch norm (ResNet-18): every forward pass sees one micro-batch of ``micro_batch`` samples (one
@@ -79,8 +80,7 @@ PAPER = {"sgd": 95.70, "fb": 75.42, "fb_longer": 87.36, "fb_clipped": 93.85,
 
 @dataclass
 class FullBatchVsSGDConfig(ExperimentConfig):
-    seeds: tuple[int, ...] = param((0, 1, 2, 3, 4),
-                                   "independent runs per row (init, batches, crops)",
+    seeds: tuple[int, ...] = param((0, 1, 2), "independent runs per row (init, batches, crops)",
                                    check=nonempty & each(at_least(0)))
     rows: tuple[str, ...] = param(QUICK_ROWS, f"rows of Table 1 to train, from {list(ROWS)}",
                                   check=nonempty & each(one_of(*ROWS)))
@@ -108,10 +108,10 @@ class FullBatchVsSGDConfig(ExperimentConfig):
                                      check=at_least(0))
     momentum: float = param(0.9, "Nesterov momentum of every row", check=in_range(0, 1))
     weight_decay: float = param(5e-4, "weight decay of every row", check=at_least(0))
-    fb_steps: int = param(200, "steps of the longer full-batch rows (paper: 3000)",
+    fb_steps: int = param(300, "steps of the longer full-batch rows (paper: 3000)",
                           check=positive)
     fb_lr: float = param(0.4, "learning rate of the longer full-batch rows", check=positive)
-    fb_warmup: int = param(27, "warmup steps of the longer rows (paper: 400 of 3000)",
+    fb_warmup: int = param(40, "warmup steps of the longer rows (paper: 400 of 3000)",
                            check=at_least(0))
     clip_norm: float = param(0.25, "total gradient-norm clip of rows 4-7", check=positive)
     grad_reg: float = param(0.5, "strength of the gradient-norm regularizer", check=positive)
@@ -234,9 +234,9 @@ class FullBatchVsSGD(Experiment):
     checks = ("full batch at SGD's settings falls short of SGD; longer training, warmup, "
               "clipping and the gradient-norm regularizer close the gap, in the paper's order")
     Config = FullBatchVsSGDConfig
-    # quick: 25 runs on 8x8 digits, 310 CPU-seconds measured (2 idle cores: ~155 s with
+    # quick: 15 runs on 8x8 digits, 268 CPU-seconds measured (2 idle cores: ~135 s with
     # --jobs 2), the regularized row half of it (docs/full-batch.md)
-    budget_s = {"quick": 220.0, "full": 48 * 3600.0}
+    budget_s = {"quick": 200.0, "full": 48 * 3600.0}
     #: seconds-long overrides for the end-to-end test of every experiment
     smoke = {"seeds": (0,), "test_fraction": 0.8, "width": 4, "depth": 2, "sgd_epochs": 2,
              "sgd_batch": 256, "fb_steps": 4, "fb_warmup": 1, "grad_reg_block": 256,
