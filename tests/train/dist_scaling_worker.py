@@ -2,7 +2,8 @@
 "nodes"), and imported by it for the single-process side.
 
 ``exact OUT``: the regularized full-batch gradient and a short regularized training run, at
-sample counts that are not multiples of world size x block; writes ``OUT/rank<r>.pt``.
+sample counts that are not multiples of world size x block (with fixed and with reshuffled
+blocks); writes ``OUT/rank<r>.pt``.
 ``stall OUT``: rank 1 stalls before the first all-reduce; the others must fail with
 DistributedError within the timeout (2 s) instead of waiting.
 """
@@ -48,6 +49,10 @@ def compute() -> dict[str, object]:
     res = train(m, (x, y), cfg)
     out["train_params"] = _flat(m.parameters())
     out["train_history"] = res.history
+    m = model(seed=1)  # the regularizer's blocks reshuffled at every step: one order per step
+    train(m, (x, y), TrainConfig(steps=3, batch_size=None, lr=0.3, grad_reg=0.2,
+                                 grad_reg_block=7, shuffle_blocks=True))
+    out["train_shuffled_params"] = _flat(m.parameters())
     return out
 
 

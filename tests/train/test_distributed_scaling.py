@@ -41,7 +41,8 @@ def _single():
 
 
 def _assert_same(rank_result, single):
-    for key in ("grad_reg_finite-difference", "grad_reg_double-backprop", "train_params"):
+    for key in ("grad_reg_finite-difference", "grad_reg_double-backprop", "train_params",
+                "train_shuffled_params"):
         torch.testing.assert_close(rank_result[key], single[key], rtol=1e-10, atol=1e-12)
     for key in ("loss_finite-difference", "loss_double-backprop"):
         assert rank_result[key] == pytest.approx(single[key], rel=1e-12)

@@ -79,6 +79,7 @@ def test_tiny_run_all_rows_figure_determinism_and_resume(tmp_path):
     assert tc["fb_regularized"]["grad_reg_block"] == 256
     assert tc["fb_strong"]["grad_reg_block"] == tc["fb_shuffled"]["grad_reg_block"] == 128
     assert tc["fb_regularized"]["lr"] == cfg.fb_reg_lr
+    assert tc["fb_shuffled"]["shuffle_blocks"] and "shuffle_blocks" not in tc["fb_strong"]
     for r in rows.values():
         assert len(r["test_acc"]) == 1 and 0 <= r["test_acc"][0] <= 100
         assert all(c[-1][0] == r["steps"] for c in r["curves"])  # evaluated at the last step
@@ -86,6 +87,7 @@ def test_tiny_run_all_rows_figure_determinism_and_resume(tmp_path):
     assert len(claims) == 5
     (table,) = exp.tables(res, cfg)
     assert len(table.rows) == 7 and "no batch norm" in table.note
+    assert [r[4] for r in table.rows[-3:]] == [256, 128, "128, reshuffled"]
     names = exp.figures(res, cfg, tmp_path)
     assert (tmp_path / names[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same seed in a fresh folder gives the same numbers (two rows suffice)
@@ -115,7 +117,7 @@ def test_config_errors():
     exp = get("full-batch-vs-sgd")
     q = exp.Config.quick()
     with pytest.raises(ConfigError, match="fb_warmup must be <= fb_steps"):
-        dataclasses.replace(q, fb_warmup=300).validate()
+        dataclasses.replace(q, fb_warmup=q.fb_steps + 1).validate()
     with pytest.raises(ConfigError, match="is not a folder"):
         dataclasses.replace(q, dataset="cifar10", cifar_root="/no/such/folder").validate()
     # no folder at all: the config stays valid (printable, and `reproduce --profile full`

@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass
 
 from efflab.seeding import check_seed
+from efflab.train.schedule import SCHEDULES
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine")
 GRAD_REG_METHODS = ("finite-difference", "double-backprop")
 
 
@@ -27,6 +27,17 @@ class TrainConfig:
     Sec. 3.3). Its gradient ``2 H_k g_k`` is computed either by a finite difference of block
     gradients at ``theta + grad_reg_eps * g_k / |g_k|`` (one extra forward and backward per
     block, the paper's method) or by double backprop (the exact check).
+
+    ``shuffle_blocks=True`` (full batch with ``grad_reg > 0``) reorders the training set before
+    the blocks are cut, with a new permutation at every step, a function of ``(seed, step)``
+    only (:func:`efflab.train.loop.block_order`): the paper's "in practice" row, where the
+    regularizer's blocks are reshuffled at every step. Without it the blocks are the same
+    consecutive samples at every step. (Mini-batches need no option: their blocks are cut
+    from a fresh random batch at every step.)
+
+    ``schedule``: ``"constant"``, ``"cosine"`` (to ``min_lr_ratio * lr``) or ``"rsqrt"``
+    (inverse square root after the warmup, which it needs): see
+    :func:`efflab.train.schedule.learning_rate`.
     """
 
     steps: int | None = None
@@ -44,6 +55,7 @@ class TrainConfig:
     grad_reg: float = 0.0
     grad_reg_block: int = 128
     grad_reg_method: str = "finite-difference"
+    shuffle_blocks: bool = False
     eval_every: int = 0
     amp: bool = False
     seed: int = 0
@@ -97,6 +109,14 @@ class TrainConfig:
             raise ValueError(f"clip_norm must be None or > 0, got {self.clip_norm!r}")
         if self.grad_reg < 0:
             raise ValueError(f"grad_reg must be >= 0, got {self.grad_reg!r}")
+        if self.shuffle_blocks and not (self.grad_reg > 0 and self.full_batch):
+            raise ValueError(
+                f"shuffle_blocks=True reshuffles the gradient regularizer's blocks of a full "
+                f"batch: it needs grad_reg > 0 and batch_size=None, got grad_reg="
+                f"{self.grad_reg!r}, batch_size={self.batch_size!r}")
+        if self.schedule == "rsqrt" and self.warmup_steps < 1:
+            raise ValueError(f"schedule='rsqrt' needs warmup_steps > 0 (it decays as "
+                             f"sqrt(warmup_steps / t)), got warmup_steps={self.warmup_steps!r}")
         if self.grad_reg_block < 1:
             raise ValueError(f"grad_reg_block must be >= 1, got {self.grad_reg_block!r}")
         if not self.grad_reg_eps > 0:
@@ -129,7 +149,7 @@ class TrainConfig:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
-        for name in ("nesterov", "amp", "log_grad_norm"):
+        for name in ("nesterov", "amp", "log_grad_norm", "shuffle_blocks"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.progress is not None and not isinstance(self.progress, bool):

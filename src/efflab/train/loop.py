@@ -1,9 +1,11 @@
 """One training loop for mini-batch SGD and full-batch GD (Geiping et al. 2022, Sec. 3).
 
-Both regimes share the optimizer, the schedule (linear warmup, then constant or cosine), weight
-decay, clipping, the gradient regularizer, evaluation, logging and checkpointing; they differ
-only in which samples make up a step's batch: a fresh slice of a per-epoch permutation, or the
-whole training set. A step reads top to bottom in :func:`train`:
+Both regimes share the optimizer, the schedule (linear warmup, then constant, cosine or
+rsqrt), weight decay, clipping, the gradient regularizer, evaluation, logging and
+checkpointing; they differ only in which samples make up a step's batch: a fresh slice of a
+per-epoch permutation, or the whole training set (reordered at every step with
+``shuffle_blocks``, so that the gradient regularizer's blocks change). A step reads top to
+bottom in :func:`train`:
 
     batch -> accumulate_gradient (micro-batches) -> one all-reduce -> clip -> lr -> step.
 """
@@ -107,6 +109,17 @@ class _Batches:
             self._perm = torch.randperm(self.n, generator=g).to(self.device)
             self._epoch = epoch
         return self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+
+
+def block_order(n: int, seed: int, step: int) -> torch.Tensor:
+    """The order of the ``n`` training samples at full-batch step ``step`` (0-based) with
+    ``shuffle_blocks``: the regularizer's blocks are consecutive runs of ``grad_reg_block``
+    samples in it. A permutation (int64, on the CPU) drawn from a generator seeded by
+    ``derive_seed(seed, "train.blocks", step)``: the same on every rank, machine and resume,
+    and new at every step. Under torch.distributed each rank then takes its whole blocks of
+    it (``shard_bounds(..., unit=grad_reg_block)``), as of the unshuffled set."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "train.blocks", step))
+    return torch.randperm(n, generator=g)
 
 
 @torch.no_grad()
@@ -242,7 +255,12 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, eval_data: Data | None
     model.train()
     t_step = time.perf_counter()
     for step in range(start, total):
-        idx = None if batches is None else batches(step)
+        if batches is not None:
+            idx = batches(step)
+        elif cfg.shuffle_blocks:
+            idx = block_order(n, cfg.seed, step).to(device)
+        else:
+            idx = None
         m = n if idx is None else idx.numel()  # the last batch of an epoch may be smaller
         a, b = shard_bounds(m, rank, world, unit=cfg.grad_reg_block if cfg.grad_reg else 1)
         if idx is None:
