@@ -11,7 +11,7 @@ from efflab.experiments import RunContext, get
 from efflab.experiments.suite.zero_vs_random import LABELS, distinct_features
 from efflab.init import zero_init_
 from efflab.models import create_model
-from efflab.models.mlp import zero_relu
+from efflab.models.mlp import zero_relu, zero_relu_reference
 
 
 def test_zero_relu_has_relu_values_and_derivative_one_at_zero():
@@ -22,6 +22,22 @@ def test_zero_relu_has_relu_values_and_derivative_one_at_zero():
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match=r"activation must be one of .*'swish'"):
         create_model("resnet", activation="swish")
+
+
+def test_zero_relu_equals_its_autograd_reference_in_float64_zeros_included():
+    torch.manual_seed(0)
+    for shape in ((0, 3), (4, 5, 6)):
+        x = torch.randn(shape, dtype=torch.float64)
+        x[..., ::3] = 0.0                                    # exact zeros, where they differ
+        x_ref = x.clone().requires_grad_(True)
+        x.requires_grad_(True)
+        y, y_ref = zero_relu(x), zero_relu_reference(x_ref)
+        assert torch.equal(y, y_ref)
+        g = torch.randn(shape, dtype=torch.float64)
+        (y * g).sum().backward()
+        (y_ref * g).sum().backward()
+        assert torch.equal(x.grad, x_ref.grad)
+        assert torch.equal(x.grad, g * (x.detach() >= 0))
 
 
 def test_resnet_activation_option_is_used_everywhere():

@@ -16,8 +16,11 @@ from efflab.models.augskip_resnet import (
     HadamardShortcut,
     PartialIdentityConv1d,
     PartialIdentityConv2d,
+    centre_tap,
     channel_hadamard,
     channel_hadamard_reference,
+    conv_with_skip,
+    conv_with_skip_reference,
 )
 
 
@@ -51,6 +54,92 @@ def test_channel_hadamard_matches_the_per_channel_sum_in_float64_with_gradients(
     # orthogonal: it preserves the channel norm
     x = torch.randn(4, 8, 5, dtype=torch.float64)
     assert torch.allclose(channel_hadamard(x, h).norm(dim=1), x.norm(dim=1))
+
+
+def test_centre_tap_is_a_one_by_one_convolution():
+    torch.manual_seed(0)
+    m = torch.randn(4, 3, dtype=torch.float64)
+    k = centre_tap(m, (3, 5))
+    assert k.shape == (4, 3, 3, 5)
+    assert torch.equal(k[:, :, 1, 2], m) and torch.count_nonzero(k) == torch.count_nonzero(m)
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    assert torch.allclose(F.conv2d(x, k, padding=(1, 2)), torch.einsum("oi,bihw->bohw", m, x))
+    with pytest.raises(ValueError, match=r"kernel_size must be odd.*\(3, 2\)"):
+        centre_tap(m, (3, 2))
+
+
+@pytest.mark.parametrize("dim,stride,bias,skip_bias", [
+    (1, 1, True, True), (1, 2, False, True), (2, 2, True, False), (2, 1, False, False)])
+def test_conv_with_skip_matches_two_convolutions_in_float64_with_gradients(
+        dim, stride, bias, skip_bias):
+    torch.manual_seed(0)
+    conv = (nn.Conv1d if dim == 1 else nn.Conv2d)(3, 4, 3, stride=stride, padding=1,
+                                                  bias=bias).double()
+    for n, length in ((5, 9), (0, 8), (2, 1)):        # odd length, empty batch, length 1
+        x = torch.randn(n, 3, *[length] * dim, dtype=torch.float64, requires_grad=True)
+        skip = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+        sb = torch.randn(4, dtype=torch.float64, requires_grad=True) if skip_bias else None
+        leaves = [x, skip, *conv.parameters()] + ([sb] if skip_bias else [])
+        y = conv_with_skip(conv, x, skip, sb)
+        y_ref = conv_with_skip_reference(conv, x, skip, sb)
+        assert y.shape == y_ref.shape and torch.allclose(y, y_ref, atol=1e-12)
+        g = torch.randn_like(y)
+        grads = torch.autograd.grad((y * g).sum(), leaves, allow_unused=True)
+        grads_ref = torch.autograd.grad((y_ref * g).sum(), leaves, allow_unused=True)
+        for a, b in zip(grads, grads_ref):
+            assert torch.allclose(a, b, atol=1e-12)
+    with pytest.raises(ValueError, match="zero padding k // 2"):
+        conv_with_skip(nn.Conv1d(3, 4, 3, padding=0), torch.randn(1, 3, 5), torch.randn(4, 3))
+
+
+def _fused_and_reference(dim, batch_norm, **kw):
+    torch.manual_seed(0)
+    net = _net(dim, batch_norm, in_channels=3, blocks=(1, 2, 1), widths=(4, 8, 16), **kw)
+    ref = _net(dim, batch_norm, in_channels=3, blocks=(1, 2, 1), widths=(4, 8, 16),
+               fused=False, **kw)
+    net, ref = net.double(), ref.double()
+    for p in net.parameters():          # random values: every term of the sums matters
+        p.data.normal_(0.0, 0.3)
+    ref.load_state_dict(net.state_dict())
+    return net, ref
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("batch_norm", [True, False])
+@pytest.mark.parametrize("activation", ["zero_relu", "relu"])
+def test_fused_network_equals_the_module_by_module_reference(dim, batch_norm, activation):
+    """The fused stem and shortcuts (one convolution each) against the modules run one by one,
+    float64, random weights, train mode (batch statistics): outputs and every gradient."""
+    net, ref = _fused_and_reference(dim, batch_norm, activation=activation)
+    assert [n for n, _ in net.named_parameters()] == [n for n, _ in ref.named_parameters()]
+    x = torch.randn(6, 3, *[9] * dim, dtype=torch.float64)
+    x[:, :, ::4] = 0.0                 # exact zeros reach the ReLUs
+    y, y_ref = net(x), ref(x)
+    scale = float(y_ref.detach().abs().max())
+    assert scale > 0 and torch.allclose(y, y_ref, rtol=1e-10, atol=1e-10 * scale)
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+    (y_ref * g).sum().backward()
+    for (name, p), q in zip(net.named_parameters(), ref.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-9, atol=1e-9 * float(q.grad.abs().max())
+                              ), name
+    if batch_norm:                      # the same running statistics were recorded
+        for a, b in zip(net.buffers(), ref.buffers()):
+            assert torch.allclose(a.double(), b.double(), rtol=1e-10, atol=1e-12)
+
+
+def test_fused_network_is_the_default_and_keeps_the_authors_initialization():
+    net = zero_init_(_net(1, True))
+    assert net.fused and all(b.fused for b in net.modules() if isinstance(b, AugSkipBlock))
+    ref = _net(1, True, fused=False)
+    ref.load_state_dict(net.state_dict())
+    net.eval()
+    ref.eval()
+    x = _input(1)
+    # at ZerO's start the stem is exactly its skip: the fused convolution gives the same
+    stem = conv_with_skip(net.stem_conv, x, net.stem_skip.as_matrix())
+    assert torch.allclose(stem, ref.stem_conv(x) + ref.stem_skip(x), atol=1e-6)
+    assert torch.equal(net(x), ref(x))   # both exactly 0: the classifier starts at zero
 
 
 @pytest.mark.parametrize("dim", [1, 2])

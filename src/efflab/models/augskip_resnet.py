@@ -67,6 +67,51 @@ def channel_hadamard_reference(x: torch.Tensor, matrix: torch.Tensor) -> torch.T
     return out
 
 
+def centre_tap(matrix: torch.Tensor, kernel_size: Sequence[int]) -> torch.Tensor:
+    """A convolution kernel that is ``matrix`` at its centre tap and 0 elsewhere: with padding
+    ``k // 2`` it is the 1x1 convolution by ``matrix`` (same stride, same output positions).
+
+    matrix: (out, in); kernel_size: odd sizes, one per spatial axis -> (out, in, *kernel_size)
+    """
+    if any(k % 2 == 0 for k in kernel_size):
+        raise ValueError(f"kernel_size must be odd to have a centre tap, got {tuple(kernel_size)}")
+    pad = []
+    for k in reversed(kernel_size):
+        pad += [k // 2, k // 2]
+    return F.pad(matrix.reshape(*matrix.shape, *[1] * len(kernel_size)), pad)
+
+
+def conv_with_skip(conv: nn.modules.conv._ConvNd, x: torch.Tensor, skip: torch.Tensor,
+                   skip_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv(x) + (skip-as-1x1-convolution)(x) + skip_bias`` as one convolution: the skip
+    matrix is added to the kernel's centre tap (a 1x1 convolution with the conv's stride reads
+    exactly the centre tap's positions when the conv pads by ``k // 2``). Gradients reach
+    ``conv``'s parameters and, through ``skip``, whatever ``skip`` was computed from.
+
+    conv: odd kernel, padding k // 2, groups 1; x: (batch, in, *s); skip: (out, in);
+    skip_bias: (out,) or None -> (batch, out, *s / stride)
+    """
+    if conv.groups != 1 or list(conv.padding) != [k // 2 for k in conv.kernel_size] \
+            or any(d != 1 for d in conv.dilation) or conv.padding_mode != "zeros":
+        raise ValueError(f"conv_with_skip needs a convolution with zero padding k // 2, no "
+                         f"dilation and no groups, got {conv!r}")
+    weight = conv.weight + centre_tap(skip.to(conv.weight.dtype), conv.kernel_size)
+    bias = conv.bias
+    if skip_bias is not None:
+        bias = skip_bias if bias is None else bias + skip_bias
+    fn = F.conv1d if isinstance(conv, nn.Conv1d) else F.conv2d
+    return fn(x, weight, bias, conv.stride, conv.padding)
+
+
+def conv_with_skip_reference(conv: nn.modules.conv._ConvNd, x: torch.Tensor,
+                             skip: torch.Tensor, skip_bias: torch.Tensor | None = None
+                             ) -> torch.Tensor:
+    """:func:`conv_with_skip` as two convolutions and a sum. For tests."""
+    fn = F.conv1d if isinstance(conv, nn.Conv1d) else F.conv2d
+    one_by_one = skip.reshape(*skip.shape, *[1] * len(conv.kernel_size)).to(x.dtype)
+    return conv(x) + fn(x, one_by_one, skip_bias, conv.stride)
+
+
 class ChannelHadamard(nn.Module):
     """The fixed normalized Hadamard transform over channels, ``H_C / sqrt(C)`` (orthogonal
     and symmetric), held as a buffer so that no optimizer or initializer changes it.
@@ -98,6 +143,11 @@ class PaddedHadamardSkip(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spatial = (0, 0) * (x.dim() - 2)
         return self.hadamard(F.pad(x, (*spatial, 0, self.pad)))
+
+    def as_matrix(self) -> torch.Tensor:
+        """The skip as one (out, in) channel map: the padded channels are zero, so only the
+        first ``in`` rows of the Hadamard matrix act, transposed (``y = M^T x``)."""
+        return self.hadamard.matrix[: self.hadamard.matrix.shape[0] - self.pad].T
 
 
 class PartialIdentityConv1d(nn.Conv1d):
@@ -140,6 +190,13 @@ class HadamardShortcut(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.hadamard(self.conv(x))
 
+    def as_matrix(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The shortcut as one (out, in) channel map and its bias: ``M^T I*`` and ``M^T b``
+        (differentiable in the 1x1 convolution's weight and bias; M is fixed)."""
+        m = self.hadamard.matrix.to(self.conv.weight.dtype)
+        bias = None if self.conv.bias is None else m.T @ self.conv.bias
+        return m.T @ self.conv.weight.flatten(1), bias
+
 
 def _norm(dim: int, channels: int, batch_norm: bool) -> nn.Module:
     if not batch_norm:
@@ -156,11 +213,16 @@ class AugSkipBlock(nn.Module):
 
     ``branch_last = (conv1, conv2)``: ZerO starts both kernels at 0, so the block starts as
     its skip (the identity, or I* then the Hadamard transform).
+
+    ``fused=True`` computes ``conv1(h) + shortcut(h)`` as one convolution whose centre tap
+    carries the shortcut's channel map (:func:`conv_with_skip`; the same parameters, the same
+    function); ``fused=False`` runs the modules one by one, the reference.
     """
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, dim: int = 2,
-                 batch_norm: bool = True, activation: str = "zero_relu"):
+                 batch_norm: bool = True, activation: str = "zero_relu", fused: bool = True):
         super().__init__()
+        self.fused = fused
         conv = nn.Conv1d if dim == 1 else nn.Conv2d
         self.act = _ACTIVATIONS[activation]()
         self.bn1 = _norm(dim, in_ch, batch_norm)
@@ -177,13 +239,23 @@ class AugSkipBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.bn1(self.act(x))
-        out = self.conv1(h) + (x if self.shortcut is None else self.shortcut(h))
+        if self.shortcut is None:
+            out = self.conv1(h) + x
+        elif self.fused:
+            out = conv_with_skip(self.conv1, h, *self.shortcut.as_matrix())
+        else:
+            out = self.conv1(h) + self.shortcut(h)
         return self.conv2(self.bn2(self.act(out))) + out
 
 
 class AugSkipResNet(nn.Module):
     """Stem (zero conv + padded Hadamard skip, relu, bn), stages of :class:`AugSkipBlock`
     (stride 2 at each new stage), relu, bn, global average pool, linear classifier.
+
+    ``fused=True`` (default) folds the fixed skips of the stem and of every widening block
+    into the centre tap of the convolution beside them (one convolution instead of two plus a
+    channel matmul); ``fused=False`` is the module-by-module reference. Parameters, buffers
+    and values are the same either way.
 
     x: (batch, channels, length) for dim=1 (a (batch, length) input gets a channel axis),
     (batch, channels, height, width) for dim=2 -> (batch, num_classes)
@@ -192,7 +264,7 @@ class AugSkipResNet(nn.Module):
     def __init__(self, blocks: Sequence[int] = (2, 2, 2, 2),
                  widths: Sequence[int] = (64, 128, 256, 512), in_channels: int = 3,
                  num_classes: int = 10, dim: int = 2, batch_norm: bool = True,
-                 activation: str = "zero_relu"):
+                 activation: str = "zero_relu", fused: bool = True):
         super().__init__()
         if dim not in (1, 2):
             raise ValueError(f"dim must be 1 or 2, got {dim!r}")
@@ -214,6 +286,7 @@ class AugSkipResNet(nn.Module):
                              f"got {in_channels!r}")
         conv = nn.Conv1d if dim == 1 else nn.Conv2d
         self.dim = dim
+        self.fused = fused
         self.act = _ACTIVATIONS[activation]()
         self.stem_conv = conv(in_channels, widths[0], 3, padding=1, bias=not batch_norm)
         self.stem_skip = PaddedHadamardSkip(in_channels, widths[0])
@@ -223,7 +296,8 @@ class AugSkipResNet(nn.Module):
             layer = []
             for j in range(n):
                 layer.append(AugSkipBlock(c, w, stride=2 if (i > 0 and j == 0) else 1, dim=dim,
-                                          batch_norm=batch_norm, activation=activation))
+                                          batch_norm=batch_norm, activation=activation,
+                                          fused=fused))
                 c = w
             stages.append(nn.Sequential(*layer))
         self.stages = nn.Sequential(*stages)
@@ -242,7 +316,11 @@ class AugSkipResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == self.dim + 1:
             x = x.unsqueeze(1)
-        h = self.stem_bn(self.act(self.stem_conv(x) + self.stem_skip(x)))
+        if self.fused:
+            h = conv_with_skip(self.stem_conv, x, self.stem_skip.as_matrix())
+        else:
+            h = self.stem_conv(x) + self.stem_skip(x)
+        h = self.stem_bn(self.act(h))
         h = self.final_bn(self.act(self.stages(h)))
         return self.fc(h.flatten(2).mean(-1))
 
@@ -251,19 +329,22 @@ class AugSkipResNet(nn.Module):
 def augskip_resnet(blocks: Sequence[int] = (2, 2, 2, 2),
                    widths: Sequence[int] = (64, 128, 256, 512), in_channels: int = 3,
                    num_classes: int = 10, dim: int = 2, batch_norm: bool = True,
-                   activation: str = "zero_relu") -> AugSkipResNet:
+                   activation: str = "zero_relu", fused: bool = True) -> AugSkipResNet:
     """The ZerO authors' augmented-skip pre-activation ResNet, any depth and widths."""
-    return AugSkipResNet(blocks, widths, in_channels, num_classes, dim, batch_norm, activation)
+    return AugSkipResNet(blocks, widths, in_channels, num_classes, dim, batch_norm, activation,
+                         fused)
 
 
 @register_model("augskip_resnet18")
 def augskip_resnet18(in_channels: int = 3, num_classes: int = 10, batch_norm: bool = True,
-                     width: int = 64, activation: str = "zero_relu") -> AugSkipResNet:
+                     width: int = 64, activation: str = "zero_relu", fused: bool = True
+                     ) -> AugSkipResNet:
     """The authors' CIFAR-10 network (blocks 2, 2, 2, 2; widths 64 to 512 at width 64)."""
     return AugSkipResNet((2, 2, 2, 2), (width, 2 * width, 4 * width, 8 * width), in_channels,
-                         num_classes, 2, batch_norm, activation)
+                         num_classes, 2, batch_norm, activation, fused)
 
 
 __all__ = ["AugSkipBlock", "AugSkipResNet", "ChannelHadamard", "HadamardShortcut",
            "PaddedHadamardSkip", "PartialIdentityConv1d", "PartialIdentityConv2d",
-           "augskip_resnet", "augskip_resnet18", "channel_hadamard", "channel_hadamard_reference"]
+           "augskip_resnet", "augskip_resnet18", "centre_tap", "channel_hadamard",
+           "channel_hadamard_reference", "conv_with_skip", "conv_with_skip_reference"]

@@ -118,7 +118,7 @@ class ZeroDeepNoBN(Experiment):
                        order_seed=derive_seed(c.seed, "zero-deep-no-bn", d, s),
                        init_seed=derive_seed(c.seed, "zero-deep-no-bn", d, i, s))
                   for d in c.depths for i in c.inits for s in c.seeds]
-        results = sweep(train_point, points, ctx, "zero-deep-no-bn-v4", desc="zero-deep-no-bn")
+        results = sweep(train_point, points, ctx, "zero-deep-no-bn-v5", desc="zero-deep-no-bn")
         runs = [{"depth": p["depth"], "init": p["init"], "seed": p["seed"], **r}
                 for p, r in zip(points, results)]
         return {"runs": runs}

@@ -79,7 +79,7 @@ class Config(ExperimentConfig):
                                            check=_inits)
     mnist1d_samples: int = param(4000, "MNIST-1D signals, 80% for training",
                                  check=in_range(100, 10**6))
-    mnist1d_epochs: float = param(8.0, "epochs on MNIST-1D", check=positive)
+    mnist1d_epochs: float = param(30.0, "epochs on MNIST-1D", check=positive)
     mnist1d_lr: float = param(0.1, "SGD learning rate on MNIST-1D", check=positive)
     cifar_root: str = param("", "folder of the CIFAR-10 python batches ('' = skip CIFAR-10)")
     cifar_epochs: float = param(30.0, "epochs on CIFAR-10", check=positive)
@@ -232,7 +232,7 @@ class ZeroVsRandom(Experiment):
               "two offline image/signal tasks (interval over seeds); two ZerO runs are "
               "bit-identical")
     Config = Config
-    budget_s = {"quick": 180.0, "full": 6 * 3600.0}
+    budget_s = {"quick": 240.0, "full": 6 * 3600.0}
     #: seconds-long overrides for the end-to-end test of every experiment
     smoke = {"seeds": (0, 1), "widths": (4, 8), "digits_epochs": 0.1, "mnist1d_epochs": 0.1,
              "mnist1d_samples": 200, "mnist1d_inits": ("zero", "kaiming"),
@@ -249,7 +249,7 @@ class ZeroVsRandom(Experiment):
                        order_seed=derive_seed(c.seed, "zero-vs-random", name, s),
                        init_seed=derive_seed(c.seed, "zero-vs-random", name, label, s))
                   for name, task in tasks.items() for label in task["inits"] for s in c.seeds]
-        results = sweep(train_point, points, ctx, "zero-vs-random-v4", desc="zero-vs-random")
+        results = sweep(train_point, points, ctx, "zero-vs-random-v5", desc="zero-vs-random")
         runs = [{"task": p["task"], "init": p["init"], "seed": p["seed"], **r}
                 for p, r in zip(points, results)]
         cifar = ("run" if "cifar10" in tasks else
