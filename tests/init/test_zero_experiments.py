@@ -147,13 +147,17 @@ def test_zero_vs_random_determinism_failure_is_a_failed_property():
 
 def test_zero_vs_random_runs_every_init_on_both_tasks_tiny(tmp_path):
     exp = get("zero-vs-random")
-    config = dataclasses.replace(exp.Config.quick(), seeds=(0, 1), widths=(4, 8),
+    config = dataclasses.replace(exp.Config.quick(), seeds=(0, 1), mnist1d_seeds=(0, 1, 2),
+                                 widths=(4, 8),
                                  digits_epochs=0.1, mnist1d_epochs=0.1, mnist1d_samples=200,
                                  mnist1d_inits=("zero", "kaiming"), determinism_epochs=0.1)
     config.validate()
     results = exp.run(config, RunContext(device=torch.device("cpu"), outdir=tmp_path))
     assert set(results["summary"]["digits"]) == set(LABELS)
     assert set(results["summary"]["mnist1d"]) == {"zero", "kaiming"}
+    # each task its own seeds: 2 on the digits, 3 on MNIST-1D
+    assert {r["seed"] for r in results["runs"] if r["task"] == "digits"} == {0, 1}
+    assert {r["seed"] for r in results["runs"] if r["task"] == "mnist1d"} == {0, 1, 2}
     assert results["determinism"]["identical"]
     assert exp.figures(results, config, tmp_path) == ["zero_vs_random.png"]
     assert [c.kind for c in exp.claims(results, config)] == ["reproduction"] * 2 + ["property"]
