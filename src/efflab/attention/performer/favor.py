@@ -38,6 +38,7 @@ from efflab.attention._checks import (
     resolve_causal,
 )
 from efflab.attention.performer.blockwise import bidirectional_favor, blockwise_positive_favor
+from efflab.attention.performer.causal_blockwise import blockwise_causal_positive_favor
 from efflab.attention.performer.features import (
     EXP_MAPS,
     attention_ratio,
@@ -263,16 +264,28 @@ class _CausalPositiveFavor(torch.autograd.Function):
 
     @staticmethod
     def _differentiable_backward(ctx, x, y, v, w, dout):
-        p = _Prepared(x, y, v, w, ctx.pad, True, False, dout.dtype)
-        wanted = [i for i in range(3) if ctx.needs_input_grad[i]]
-        with torch.enable_grad():
-            out, _ = _favor_core(p, "positive", 0.0, ctx.chunk_size, None, False)
-            grads = torch.autograd.grad(out, [(x, y, v)[i] for i in wanted], dout,
-                                        create_graph=True, allow_unused=True)
-        result = [None] * 6
-        for i, gr in zip(wanted, grads):
-            result[i] = gr
-        return tuple(result)
+        return differentiable_causal_backward(ctx, x, y, v, w, ctx.pad, ctx.chunk_size, dout)
+
+
+def differentiable_causal_backward(ctx, x, y, v, w, pad, chunk_size, dout):
+    """The backward of a fused causal positive path under ``create_graph=True``: the output
+    recomputed by the composed path (:func:`_favor_core`) from the saved inputs, differentiated
+    with ``create_graph``, so second derivatives are exact. Returns the six input gradients."""
+    wanted = [i for i in range(3) if ctx.needs_input_grad[i]]
+    with torch.enable_grad():
+        if x.dim() == 3:  # (rows, seq, d) as the chunkwise path takes them: one head per row
+            p = _Prepared(x[:, None], y[:, None], v[:, None], w,
+                          None if pad is None else pad[:, None], True, False, dout.dtype)
+            dout = dout[:, None]
+        else:
+            p = _Prepared(x, y, v, w, pad, True, False, dout.dtype)
+        out, _ = _favor_core(p, "positive", 0.0, chunk_size, None, False)
+        grads = torch.autograd.grad(out, [(x, y, v)[i] for i in wanted], dout,
+                                    create_graph=True, allow_unused=True)
+    result = [None] * 6
+    for i, gr in zip(wanted, grads):
+        result[i] = gr
+    return tuple(result)
 
 
 def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
@@ -337,8 +350,9 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
         elif (feature_map == "positive" and not p.w.requires_grad and initial_state is None
               and not output_final_state and (not p.causal or n_q == n_k)):
             if p.causal:
-                out = _CausalPositiveFavor.apply(p.x, repeat_kv(p.y, h // hk),
-                                                 repeat_kv(p.v, h // hk), p.w, p.pad, chunk_size)
+                out = blockwise_causal_positive_favor(p.x, repeat_kv(p.y, h // hk),
+                                                      repeat_kv(p.v, h // hk), p.w, p.pad,
+                                                      chunk_size)
             else:
                 out = blockwise_positive_favor(_grouped(p.x, hk), p.y, p.v, p.w, p.pad,
                                                block_size)
