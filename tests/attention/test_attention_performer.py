@@ -478,6 +478,16 @@ def test_chunkwise_causal_gradcheck_and_gradgradcheck(causal_groups):
     assert torch.autograd.gradgradcheck(g, small)
 
 
+def test_causal_algorithm_selects_the_fused_path_and_is_checked():
+    q, k, v = (x.requires_grad_() for x in _qkv(b=1, n=10, seed=73))
+    w = _w()
+    outs = [favor_attention(q, k, v, w, causal=True, chunk_size=3, causal_algorithm=a)
+            for a in ("chunkwise", "prefix-sum")]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="causal_algorithm must be one of"):
+        favor_attention(q, k, v, w, causal=True, causal_algorithm="scan")
+
+
 def test_chunkwise_causal_large_norms_float32_match_float64():
     q, k, v = _qkv(b=1, h=2, n=40, d=16, seed=71, dtype=torch.float32)
     q = 50 * q / q.norm(dim=-1, keepdim=True)

@@ -53,6 +53,9 @@ from efflab.attention.performer.features import (
 )
 from efflab.attention.performer.scan import _causal_scan, causal_linear_attention
 
+#: the fused causal paths of the positive map (see :func:`favor_attention`)
+CAUSAL_ALGORITHMS = ("chunkwise", "prefix-sum")
+
 
 class FavorState(NamedTuple):
     """What causal FAVOR+ remembers of the past: the recurrent state of decoding.
@@ -295,7 +298,8 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
                     is_causal: bool | None = None, attn_mask: Tensor | None = None,
                     dropout_p: float = 0.0, enable_gqa: bool = False,
                     initial_state: FavorState | None = None,
-                    output_final_state: bool = False, block_size: int | None = None):
+                    output_final_state: bool = False, block_size: int | None = None,
+                    causal_algorithm: str = "chunkwise"):
     """FAVOR+: D^-1 (phi(Q) (phi(K)^T V)) with D = diag(phi(Q) phi(K)^T 1).
 
     Cost O(seq m head_dim). ``causal`` (alias ``is_causal``): prefix sums in chunks of
@@ -321,8 +325,14 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
     :class:`_CausalPositiveFavor`); a projection that requires grad, another map, or a state goes
     through autograd on the same formulas. Bidirectional, that fused path works in blocks of
     ``block_size`` positions and never holds a (seq x m) feature matrix (default: the rule of
-    :func:`~efflab.attention.performer.blockwise.default_block_size`, 128 to 1024).
+    :func:`~efflab.attention.performer.blockwise.default_block_size`, 128 to 1024). Causal, it
+    goes chunk by chunk (``causal_algorithm="chunkwise"``, :mod:`.causal_blockwise`), nor does
+    it hold one; ``causal_algorithm="prefix-sum"`` takes the earlier fused path on whole feature
+    matrices (:class:`_CausalPositiveFavor`, kept as the reference and for comparison).
     """
+    if causal_algorithm not in CAUSAL_ALGORITHMS:
+        raise ValueError(f"causal_algorithm must be one of {CAUSAL_ALGORITHMS}, "
+                         f"got {causal_algorithm!r}")
     p = _prepare(q, k, v, projection, key_padding_mask, causal, is_causal, feature_map,
                  kernel_eps, scale, attn_mask, dropout_p, enable_gqa)
     check_positive_int("chunk_size", chunk_size)
@@ -349,7 +359,10 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
                                    p.v.new_full((b, hk), float("-inf")), 0)
         elif (feature_map == "positive" and not p.w.requires_grad and initial_state is None
               and not output_final_state and (not p.causal or n_q == n_k)):
-            if p.causal:
+            if p.causal and causal_algorithm == "prefix-sum":
+                out = _CausalPositiveFavor.apply(p.x, repeat_kv(p.y, h // hk),
+                                                 repeat_kv(p.v, h // hk), p.w, p.pad, chunk_size)
+            elif p.causal:
                 out = blockwise_causal_positive_favor(p.x, repeat_kv(p.y, h // hk),
                                                       repeat_kv(p.v, h // hk), p.w, p.pad,
                                                       chunk_size)
