@@ -399,3 +399,109 @@ def test_default_block_size_rule():
         favor_attention(*_qkv(), _w(), block_size=0)
     with pytest.raises(ValueError, match="block_size"):
         PerformerAttention(4, block_size=-1)
+
+
+@pytest.fixture(params=[1024, 6], ids=["one-group", "groups-of-few-positions"])
+def causal_groups(request, monkeypatch):
+    """The chunkwise causal backward walks groups of 1024 positions; also test small ones."""
+    from efflab.attention.performer import causal_blockwise
+
+    monkeypatch.setattr(causal_blockwise, "GROUP_POSITIONS", request.param)
+    return request.param
+
+
+def _causal_case(seed, b=3, h=2, n=13, d=4, e=3):
+    # keys growing along seq raise the running key max inside and across chunks
+    g = _gen(seed)
+    x = torch.randn(b, h, n, d, generator=g, dtype=F64).requires_grad_()
+    y = (torch.randn(b, h, n, d, generator=g, dtype=F64)
+         * torch.linspace(0.5, 2.5, n, dtype=F64)[:, None]).requires_grad_()
+    v = torch.randn(b, h, n, e, generator=g, dtype=F64).requires_grad_()
+    pad = torch.zeros(b, 1, n, dtype=torch.bool)
+    pad[0, 0, n - 4:] = True   # padded tail
+    pad[1, 0, :7] = True       # padded head: g is reset to 0 and then decreases
+    pad[2] = True              # all padded
+    return x, y, v, pad
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5, 13, 64])
+def test_chunkwise_causal_equals_prefix_sum_path_values_and_gradients(chunk, causal_groups):
+    # The new fused causal path against the prefix-sum path it replaces (kept as reference)
+    from efflab.attention.performer.causal_blockwise import blockwise_causal_positive_favor
+    from efflab.attention.performer.favor import _CausalPositiveFavor
+
+    x, y, v, pad = _causal_case(50 + chunk)
+    w = _w()
+    for p in (None, pad):
+        new = blockwise_causal_positive_favor(x, y, v, w, p, chunk)
+        old = _CausalPositiveFavor.apply(x, y, v, w, p, 4)
+        torch.testing.assert_close(new, old, rtol=1e-10, atol=1e-12)
+        cot = torch.randn(new.shape, generator=_gen(chunk), dtype=F64)
+        for a, b in zip(torch.autograd.grad(new, (x, y, v), cot),
+                        torch.autograd.grad(old, (x, y, v), cot)):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert new[2].abs().max() == 0
+
+
+@pytest.mark.parametrize("chunk", [2, 5])
+def test_chunkwise_causal_favor_gqa_padding_against_the_reference(chunk, causal_groups):
+    g = _gen(60 + chunk)
+    q = torch.randn(3, 4, 11, 4, generator=g, dtype=F64).requires_grad_()
+    k = torch.randn(3, 2, 11, 4, generator=g, dtype=F64).requires_grad_()
+    v = torch.randn(3, 2, 11, 3, generator=g, dtype=F64).requires_grad_()
+    mask = torch.zeros(3, 11, dtype=torch.bool)
+    mask[0, 8:] = True
+    mask[1, :6] = True
+    mask[2] = True
+    w = _w()
+    out = favor_attention(q, k, v, w, mask, causal=True, chunk_size=chunk, enable_gqa=True)
+    ref = favor_attention_reference(q, k, v, w, mask, causal=True, enable_gqa=True)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    cot = torch.randn(out.shape, generator=g, dtype=F64)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), cot),
+                    torch.autograd.grad(ref, (q, k, v), cot)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_chunkwise_causal_gradcheck_and_gradgradcheck(causal_groups):
+    # first order: the hand-written backward; second order: the composed path it falls back to
+    from efflab.attention.performer.causal_blockwise import blockwise_causal_positive_favor
+
+    x, y, v, pad = (t.detach() for t in _causal_case(70, h=1, n=8, d=3, e=2))
+    x, y, v = (t.requires_grad_() for t in (x, y, v))
+    w = _w(5, 3)
+    f = lambda x, y, v: blockwise_causal_positive_favor(x, y, v, w, pad, 2)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, y, v))
+    small = [t[1:2, :, :5].detach().requires_grad_() for t in (x, y, v)]  # padded head
+    g = lambda x, y, v: blockwise_causal_positive_favor(x, y, v, w, pad[1:2, :, :5], 2)  # noqa: E731
+    assert torch.autograd.gradgradcheck(g, small)
+
+
+def test_causal_algorithm_selects_the_fused_path_and_is_checked():
+    q, k, v = (x.requires_grad_() for x in _qkv(b=1, n=10, seed=73))
+    w = _w()
+    outs = [favor_attention(q, k, v, w, causal=True, chunk_size=3, causal_algorithm=a)
+            for a in ("chunkwise", "prefix-sum")]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="causal_algorithm must be one of"):
+        favor_attention(q, k, v, w, causal=True, causal_algorithm="scan")
+
+
+def test_chunkwise_causal_large_norms_float32_match_float64():
+    q, k, v = _qkv(b=1, h=2, n=40, d=16, seed=71, dtype=torch.float32)
+    q = 50 * q / q.norm(dim=-1, keepdim=True)
+    k = 50 * k / k.norm(dim=-1, keepdim=True)
+    mask = torch.zeros(1, 40, dtype=torch.bool)
+    mask[0, :5] = True
+    w = _w(32, 16, seed=72).float()
+    outs, grads = [], []
+    for dt in (torch.float32, F64):
+        qd, kd = (t.detach().to(dt).requires_grad_() for t in (q, k))
+        out = favor_attention(qd, kd, v.to(dt), w.to(dt), mask, causal=True, chunk_size=7)
+        outs.append(out.double())
+        grads.append([t.double() for t in torch.autograd.grad(out.square().sum(), (qd, kd))])
+    assert all(torch.isfinite(t).all() for t in [outs[0], *grads[0]])
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-3, atol=1e-3)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * b.abs().max().item())

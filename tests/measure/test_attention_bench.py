@@ -97,3 +97,15 @@ def test_a_missing_peer_is_none_not_an_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_peers)
     assert ab.build("noncausal", "performer-pytorch", 16) is None
     assert ab.make_step("linformer", "linformer-pkg", 16) is None
+
+
+def test_the_old_causal_path_times_the_same_attention_as_the_new():
+    # favor-prefix-sum is the old side of the old-against-new timing: same inputs, same
+    # projection, the same attention up to rounding
+    new, old = ab.build("causal", "favor", 40), ab.build("causal", "favor-prefix-sum", 40)
+    assert all(torch.equal(a, b) for a, b in zip(new.inputs, old.inputs))
+    old.mechanism.performer.projection.copy_(new.mechanism.projection)  # each module draws its own
+    torch.testing.assert_close(new(), old(), rtol=1e-4, atol=1e-5)
+    assert ab.flops("favor-prefix-sum", 40, True) == ab.flops("favor", 40, True)
+    cfg = ab.BenchConfig(lengths=[64], cases=["causal"], sdpa_max=32)
+    assert "sdpa-max" in ab._skipped(cfg, "causal", "favor-prefix-sum", 64)

@@ -5,7 +5,9 @@ features; Linformer at embed 512, k = 256, as in Performer Sec. 4 and Linformer 
 
 * case ``noncausal`` (q/k/v level): ``sdpa`` (``F.scaled_dot_product_attention``), ``favor``
   (efflab ``PerformerAttention``), ``performer-pytorch`` (its ``FastAttention``);
-* case ``causal``: the same three, causal (SDPA ``is_causal``);
+* case ``causal``: the same three, causal (SDPA ``is_causal``), and ``favor-prefix-sum``, the
+  earlier fused causal path of efflab (``favor_attention(causal_algorithm="prefix-sum")``), so
+  that old and new are timed in one run;
 * case ``linformer`` (block level): ``mha`` (exact ``torch.nn.MultiheadAttention``),
   ``linformer`` (efflab ``MultiheadAttention("linformer")``), ``linformer-pkg`` (the
   ``linformer`` package's ``LinformerSelfAttention``).
@@ -50,10 +52,11 @@ HEADS, HEAD_DIM, FEATURES, EMBED, LINFORMER_K = 8, 64, 256, 512, 256
 #: case -> (baseline, efflab mechanism, peer); the baseline is what every ratio is taken to
 CASES: dict[str, tuple[str, ...]] = {
     "noncausal": ("sdpa", "favor", "performer-pytorch"),
-    "causal": ("sdpa", "favor", "performer-pytorch"),
+    "causal": ("sdpa", "favor", "performer-pytorch", "favor-prefix-sum"),
     "linformer": ("mha", "linformer", "linformer-pkg"),
 }
-MECHANISMS = ("sdpa", "favor", "performer-pytorch", "mha", "linformer", "linformer-pkg")
+MECHANISMS = ("sdpa", "favor", "performer-pytorch", "favor-prefix-sum", "mha", "linformer",
+              "linformer-pkg")
 QUADRATIC = ("sdpa", "mha")
 PEERS = ("performer-pytorch", "linformer-pkg")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -66,6 +69,8 @@ FLOP_FORMULAS = {
              "features q W^T, k W^T; phi(K)^T V; phi(Q) (phi(K)^T V)), backward twice that; "
              "the same count for the causal form (prefix sums; within-chunk terms not counted)",
     "performer-pytorch": "as favor (the same algorithm)",
+    "favor-prefix-sum": "as favor (causal only: the earlier fused path on whole feature "
+                        "matrices, kept to time old against new in one run)",
     "sdpa": "heads * 3 * 2 * 2n^2 d: forward = QK^T and PV (n x n x d each), backward twice "
             "that; causal: half (the masked upper triangle is not useful work)",
     "linformer": "3 * (8ne^2 + 8nke): forward = q, k, v and output projections (4 n x e x e), "
@@ -86,7 +91,7 @@ def flops(mech: str, n: int, causal: bool = False, *, heads: int = HEADS,
         raise ValueError(f"mech must be one of {MECHANISMS}, got {mech!r}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if mech in ("favor", "performer-pytorch"):
+    if mech in ("favor", "performer-pytorch", "favor-prefix-sum"):
         return heads * 3 * 4 * 2.0 * n * features * head_dim
     if mech == "sdpa":
         return heads * 3 * 2 * 2.0 * n * n * head_dim * (0.5 if causal else 1.0)
@@ -152,6 +157,22 @@ class SDPA(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
 
 
+class PrefixSumFavor(nn.Module):
+    """Causal FAVOR+ by the earlier fused prefix-sum path (``causal_algorithm="prefix-sum"``)
+    with the projection of ``performer``: the old side of the old-against-new timing."""
+
+    def __init__(self, performer: nn.Module) -> None:
+        super().__init__()
+        self.performer = performer
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        from efflab.attention import favor_attention
+
+        p = self.performer
+        return favor_attention(q, k, v, p.projection, causal=True, chunk_size=p.chunk_size,
+                               causal_algorithm="prefix-sum")
+
+
 class SelfAttention(nn.Module):
     """``torch.nn.MultiheadAttention`` used as self-attention, returning only the output."""
 
@@ -203,6 +224,8 @@ def build(case: str, mech: str, n: int, device: torch.device | str = "cpu",
             module: nn.Module = SDPA(causal)
         elif mech == "favor":
             module = PerformerAttention(HEAD_DIM, FEATURES, causal=causal)
+        elif mech == "favor-prefix-sum":
+            module = PrefixSumFavor(PerformerAttention(HEAD_DIM, FEATURES, causal=True))
         else:
             try:
                 with _Quiet():
@@ -258,6 +281,8 @@ class BenchConfig:
 def _skipped(cfg: BenchConfig, case: str, mech: str, n: int) -> str | None:
     if mech in QUADRATIC and n > cfg.sdpa_max:
         return f"n > --sdpa-max {cfg.sdpa_max}"
+    if mech == "favor-prefix-sum" and n > cfg.sdpa_max:
+        return f"n > --sdpa-max {cfg.sdpa_max} (the old path, timed where the baselines are)"
     if case == "causal" and mech == "performer-pytorch" and n > cfg.peer_causal_max:
         return f"n > peer-causal-max {cfg.peer_causal_max} (its CPU path holds (n, m, d))"
     return None

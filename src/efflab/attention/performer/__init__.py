@@ -7,8 +7,11 @@ flash-linear-attention lays out an op (``fla/ops/<variant>/``):
   (seq x seq) reference, usable by any linear-attention feature map;
 * :mod:`.blockwise`: bidirectional FAVOR+, the composed formula and the positive map block by
   block (features recomputed in the backward, no (seq x m) matrix held);
-* :mod:`.favor`: FAVOR+ bidirectional and causal, one shared input preparation, the fused
-  causal positive path, the recurrent step and prefill state, and the reference;
+* :mod:`.causal_blockwise`: causal positive FAVOR+ chunk by chunk (features recomputed in
+  the backward, which rebuilds the chunk states group by group; no (seq x m) matrix held);
+* :mod:`.favor`: FAVOR+ bidirectional and causal, one shared input preparation, the earlier
+  fused causal path on whole feature matrices (``causal_algorithm="prefix-sum"``, the
+  reference of the chunkwise one), the recurrent step and prefill state, and the reference;
 * :mod:`.module`: :class:`PerformerAttention`, redraws and per-module feature streams.
 (Section numbers follow arXiv v4 as recalled, unverified here; the names are the paper's.)
 """

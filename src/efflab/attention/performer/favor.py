@@ -38,6 +38,7 @@ from efflab.attention._checks import (
     resolve_causal,
 )
 from efflab.attention.performer.blockwise import bidirectional_favor, blockwise_positive_favor
+from efflab.attention.performer.causal_blockwise import blockwise_causal_positive_favor
 from efflab.attention.performer.features import (
     EXP_MAPS,
     attention_ratio,
@@ -51,6 +52,9 @@ from efflab.attention.performer.features import (
     shifted_keys,
 )
 from efflab.attention.performer.scan import _causal_scan, causal_linear_attention
+
+#: the fused causal paths of the positive map (see :func:`favor_attention`)
+CAUSAL_ALGORITHMS = ("chunkwise", "prefix-sum")
 
 
 class FavorState(NamedTuple):
@@ -263,16 +267,28 @@ class _CausalPositiveFavor(torch.autograd.Function):
 
     @staticmethod
     def _differentiable_backward(ctx, x, y, v, w, dout):
-        p = _Prepared(x, y, v, w, ctx.pad, True, False, dout.dtype)
-        wanted = [i for i in range(3) if ctx.needs_input_grad[i]]
-        with torch.enable_grad():
-            out, _ = _favor_core(p, "positive", 0.0, ctx.chunk_size, None, False)
-            grads = torch.autograd.grad(out, [(x, y, v)[i] for i in wanted], dout,
-                                        create_graph=True, allow_unused=True)
-        result = [None] * 6
-        for i, gr in zip(wanted, grads):
-            result[i] = gr
-        return tuple(result)
+        return differentiable_causal_backward(ctx, x, y, v, w, ctx.pad, ctx.chunk_size, dout)
+
+
+def differentiable_causal_backward(ctx, x, y, v, w, pad, chunk_size, dout):
+    """The backward of a fused causal positive path under ``create_graph=True``: the output
+    recomputed by the composed path (:func:`_favor_core`) from the saved inputs, differentiated
+    with ``create_graph``, so second derivatives are exact. Returns the six input gradients."""
+    wanted = [i for i in range(3) if ctx.needs_input_grad[i]]
+    with torch.enable_grad():
+        if x.dim() == 3:  # (rows, seq, d) as the chunkwise path takes them: one head per row
+            p = _Prepared(x[:, None], y[:, None], v[:, None], w,
+                          None if pad is None else pad[:, None], True, False, dout.dtype)
+            dout = dout[:, None]
+        else:
+            p = _Prepared(x, y, v, w, pad, True, False, dout.dtype)
+        out, _ = _favor_core(p, "positive", 0.0, chunk_size, None, False)
+        grads = torch.autograd.grad(out, [(x, y, v)[i] for i in wanted], dout,
+                                    create_graph=True, allow_unused=True)
+    result = [None] * 6
+    for i, gr in zip(wanted, grads):
+        result[i] = gr
+    return tuple(result)
 
 
 def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
@@ -282,7 +298,8 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
                     is_causal: bool | None = None, attn_mask: Tensor | None = None,
                     dropout_p: float = 0.0, enable_gqa: bool = False,
                     initial_state: FavorState | None = None,
-                    output_final_state: bool = False, block_size: int | None = None):
+                    output_final_state: bool = False, block_size: int | None = None,
+                    causal_algorithm: str = "chunkwise"):
     """FAVOR+: D^-1 (phi(Q) (phi(K)^T V)) with D = diag(phi(Q) phi(K)^T 1).
 
     Cost O(seq m head_dim). ``causal`` (alias ``is_causal``): prefix sums in chunks of
@@ -308,8 +325,14 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
     :class:`_CausalPositiveFavor`); a projection that requires grad, another map, or a state goes
     through autograd on the same formulas. Bidirectional, that fused path works in blocks of
     ``block_size`` positions and never holds a (seq x m) feature matrix (default: the rule of
-    :func:`~efflab.attention.performer.blockwise.default_block_size`, 128 to 1024).
+    :func:`~efflab.attention.performer.blockwise.default_block_size`, 128 to 1024). Causal, it
+    goes chunk by chunk (``causal_algorithm="chunkwise"``, :mod:`.causal_blockwise`), nor does
+    it hold one; ``causal_algorithm="prefix-sum"`` takes the earlier fused path on whole feature
+    matrices (:class:`_CausalPositiveFavor`, kept as the reference and for comparison).
     """
+    if causal_algorithm not in CAUSAL_ALGORITHMS:
+        raise ValueError(f"causal_algorithm must be one of {CAUSAL_ALGORITHMS}, "
+                         f"got {causal_algorithm!r}")
     p = _prepare(q, k, v, projection, key_padding_mask, causal, is_causal, feature_map,
                  kernel_eps, scale, attn_mask, dropout_p, enable_gqa)
     check_positive_int("chunk_size", chunk_size)
@@ -336,9 +359,13 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
                                    p.v.new_full((b, hk), float("-inf")), 0)
         elif (feature_map == "positive" and not p.w.requires_grad and initial_state is None
               and not output_final_state and (not p.causal or n_q == n_k)):
-            if p.causal:
+            if p.causal and causal_algorithm == "prefix-sum":
                 out = _CausalPositiveFavor.apply(p.x, repeat_kv(p.y, h // hk),
                                                  repeat_kv(p.v, h // hk), p.w, p.pad, chunk_size)
+            elif p.causal:
+                out = blockwise_causal_positive_favor(p.x, repeat_kv(p.y, h // hk),
+                                                      repeat_kv(p.v, h // hk), p.w, p.pad,
+                                                      chunk_size)
             else:
                 out = blockwise_positive_favor(_grouped(p.x, hk), p.y, p.v, p.w, p.pad,
                                                block_size)
