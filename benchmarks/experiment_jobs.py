@@ -37,6 +37,7 @@ from efflab.experiments.base import Experiment, ExperimentConfig
 from efflab.experiments.launchers import RayLauncher, SlurmLauncher
 from efflab.experiments.runner import PlannedRun, run_as_jobs, run_planned
 from efflab.io import atomic_write_json
+from efflab.measure.load import read_loadavg
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -88,13 +89,6 @@ def measure(name: str, way, small: int, large: int, root: Path) -> dict[str, flo
             "per_experiment_s": per, "fixed_s": t_small - small * per}
 
 
-def _load() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "?"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", type=int, default=2)
@@ -104,7 +98,7 @@ def main() -> None:
         raise SystemExit(f"need 1 <= --small < --large, got {args.small} and {args.large}")
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="efflab-bench-"))
-    load_before = _load()
+    load_before = read_loadavg()
     rows = [measure("local (here, one after another)", None, args.small, args.large, root)]
     import ray
 
@@ -127,7 +121,7 @@ def main() -> None:
     result = {
         "date": dt.date.today().isoformat(), "machine": f"{platform.machine()} CPU "
         f"({os.cpu_count()} cores)", "torch": torch.__version__, "ray": ray.__version__,
-        "loadavg_before": load_before, "loadavg_after": _load(), "small": args.small,
+        "loadavg_before": load_before, "loadavg_after": read_loadavg(), "small": args.small,
         "large": args.large, "repeats": 1, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     atomic_write_json(RESULTS / "experiment_jobs.json", result)

@@ -34,6 +34,7 @@ import torch
 from efflab.experiments.launchers import LocalLauncher, RayLauncher, SlurmLauncher
 from efflab.experiments.sweep import run_sweep
 from efflab.io import atomic_write_json
+from efflab.measure.load import read_loadavg
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -62,13 +63,6 @@ def measure(name: str, launcher, small: int, large: int, repeats: int, root: Pat
             "per_point_s": per_point, "fixed_s": t_small - small * per_point}
 
 
-def _load() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "?"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--small", type=int, default=4)
@@ -79,7 +73,7 @@ def main() -> None:
         raise SystemExit(f"need 1 <= --small < --large, got {args.small} and {args.large}")
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="efflab-bench-"))
-    load_before = _load()
+    load_before = read_loadavg()
     rows = [measure("local, jobs=1 (here)", LocalLauncher(1), args.small, args.large,
                     args.repeats, root),
             measure("local, jobs=2 (spawn pool)", LocalLauncher(2), args.small, args.large,
@@ -105,7 +99,7 @@ def main() -> None:
     result = {
         "date": dt.date.today().isoformat(), "machine": f"{platform.machine()} CPU "
         f"({os.cpu_count()} cores)", "torch": torch.__version__, "ray": ray.__version__,
-        "loadavg_before": load_before, "loadavg_after": _load(), "small": args.small,
+        "loadavg_before": load_before, "loadavg_after": read_loadavg(), "small": args.small,
         "large": args.large, "repeats": args.repeats, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     atomic_write_json(RESULTS / "sweep_launchers.json", result)
