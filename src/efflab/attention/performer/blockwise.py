@@ -147,12 +147,7 @@ class _BlockwisePositiveFavor(torch.autograd.Function):
                 again = bidirectional_favor(x[:, None], y[:, None], v[:, None], w,
                                             None if pad is None else pad[:, None],
                                             "positive", 0.0)[:, 0]
-                grads = torch.autograd.grad(again, [(x, y, v)[i] for i in wanted], dout,
-                                            create_graph=True, allow_unused=True)
-            result = [None] * 6
-            for i, gr in zip(wanted, grads):
-                result[i] = gr
-            return tuple(result)
+                return recomputed_input_grads(again, (x, y, v), wanted, dout)
         wt = w.transpose(0, 1)
         dx, dy, dv = torch.empty_like(x), torch.empty_like(y), torch.empty_like(v)
         dkv, dks = torch.zeros_like(kv), torch.zeros_like(ks)
@@ -195,3 +190,16 @@ def blockwise_positive_favor(x: Tensor, y: Tensor, v: Tensor, w: Tensor, pad: Te
     out = _BlockwisePositiveFavor.apply(x.reshape(rows, n_q, d), y.reshape(rows, n_k, d),
                                         v.reshape(rows, n_k, v.shape[-1]), w, pad, block_size)
     return out.view(b, hk, n_q, -1)
+
+
+def recomputed_input_grads(out: Tensor, inputs: tuple[Tensor, Tensor, Tensor],
+                           wanted: list[int], dout: Tensor) -> tuple[Tensor | None, ...]:
+    """The six input gradients of a fused FAVOR+ Function under ``create_graph=True``: ``out``,
+    recomputed by a differentiable path from ``inputs`` (x, y, v), differentiated with
+    ``create_graph`` for the inputs in ``wanted``; None for the rest and the three options."""
+    grads = torch.autograd.grad(out, [inputs[i] for i in wanted], dout, create_graph=True,
+                                allow_unused=True)
+    result: list[Tensor | None] = [None] * 6
+    for i, gr in zip(wanted, grads):
+        result[i] = gr
+    return tuple(result)

@@ -37,7 +37,11 @@ from efflab.attention._checks import (
     repeat_kv,
     resolve_causal,
 )
-from efflab.attention.performer.blockwise import bidirectional_favor, blockwise_positive_favor
+from efflab.attention.performer.blockwise import (
+    bidirectional_favor,
+    blockwise_positive_favor,
+    recomputed_input_grads,
+)
 from efflab.attention.performer.causal_blockwise import blockwise_causal_positive_favor
 from efflab.attention.performer.features import (
     EXP_MAPS,
@@ -283,12 +287,7 @@ def differentiable_causal_backward(ctx, x, y, v, w, pad, chunk_size, dout):
         else:
             p = _Prepared(x, y, v, w, pad, True, False, dout.dtype)
         out, _ = _favor_core(p, "positive", 0.0, chunk_size, None, False)
-        grads = torch.autograd.grad(out, [(x, y, v)[i] for i in wanted], dout,
-                                    create_graph=True, allow_unused=True)
-    result = [None] * 6
-    for i, gr in zip(wanted, grads):
-        result[i] = gr
-    return tuple(result)
+        return recomputed_input_grads(out, (x, y, v), wanted, dout)
 
 
 def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
