@@ -432,9 +432,10 @@ def test_chunkwise_causal_equals_prefix_sum_path_values_and_gradients(chunk, cau
 
     x, y, v, pad = _causal_case(50 + chunk)
     w = _w()
-    for p in (None, pad):
-        new = blockwise_causal_positive_favor(x, y, v, w, p, chunk)
-        old = _CausalPositiveFavor.apply(x, y, v, w, p, 4)
+    for p, root in ((None, 1.0), (pad, 1.0), (pad, 0.8)):
+        # root = sqrt(scale) is folded into the projection; the old path takes scaled inputs
+        new = blockwise_causal_positive_favor(x, y, v, w, p, chunk, root)
+        old = _CausalPositiveFavor.apply(x * root, y * root, v, w, p, 4)
         torch.testing.assert_close(new, old, rtol=1e-10, atol=1e-12)
         cot = torch.randn(new.shape, generator=_gen(chunk), dtype=F64)
         for a, b in zip(torch.autograd.grad(new, (x, y, v), cot),
@@ -471,10 +472,10 @@ def test_chunkwise_causal_gradcheck_and_gradgradcheck(causal_groups):
     x, y, v, pad = (t.detach() for t in _causal_case(70, h=1, n=8, d=3, e=2))
     x, y, v = (t.requires_grad_() for t in (x, y, v))
     w = _w(5, 3)
-    f = lambda x, y, v: blockwise_causal_positive_favor(x, y, v, w, pad, 2)  # noqa: E731
+    f = lambda x, y, v: blockwise_causal_positive_favor(x, y, v, w, pad, 2, 0.8)  # noqa: E731
     assert torch.autograd.gradcheck(f, (x, y, v))
     small = [t[1:2, :, :5].detach().requires_grad_() for t in (x, y, v)]  # padded head
-    g = lambda x, y, v: blockwise_causal_positive_favor(x, y, v, w, pad[1:2, :, :5], 2)  # noqa: E731
+    g = lambda x, y, v: blockwise_causal_positive_favor(x, y, v, w, pad[1:2, :, :5], 2, 0.8)  # noqa: E731,E501
     assert torch.autograd.gradgradcheck(g, small)
 
 

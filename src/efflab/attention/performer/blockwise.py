@@ -62,11 +62,18 @@ def _ones_column(v: Tensor) -> Tensor:
     return torch.cat([v, v.new_ones(*v.shape[:-1], 1)], -1)
 
 
-def _key_block(y: Tensor, wt: Tensor, g: Tensor, pad: Tensor | None) -> Tensor:
+def half_sq_norms(y: Tensor, sq: float) -> Tensor:
+    """|root y|^2 / 2 per row of y (..., d), sq = root^2: the norm term of the positive map
+    (the paper's exp(-|x|^2 / 2)) of the scaled keys."""
+    return (y * y).sum(-1).mul_(sq / 2)
+
+
+def _key_block(y: Tensor, wt: Tensor, g: Tensor, pad: Tensor | None, sq: float) -> Tensor:
     """phi(k_j) exp(-g) of a block (up to the constant 1/sqrt(m)), 0 on padded keys;
-    y (rows, block, d), g (rows, 1), pad (rows, block) or None."""
+    y (rows, block, d) keys, wt (d, m) the projection scaled by root = sqrt(sq), g (rows, 1),
+    pad (rows, block) or None."""
     z = y @ wt
-    z.sub_(((y * y).sum(-1, keepdim=True) / 2).add_(g[..., None]))
+    z.sub_(half_sq_norms(y, sq)[..., None].add_(g[..., None]))
     if pad is not None:  # before the exponential: exp of a padded key may overflow
         z.masked_fill_(pad[..., None], float("-inf"))
     return z.exp_()
@@ -80,18 +87,22 @@ def _query_block(x: Tensor, wt: Tensor) -> Tensor:
 class _BlockwisePositiveFavor(torch.autograd.Function):
     """Bidirectional FAVOR+ with positive features, block by block (see the module docstring).
 
-    x (rows, seq_q, d) scaled queries (rows = batch x kv_heads, the query heads of a kv head
-    stacked along seq_q), y (rows, seq_k, d) scaled keys, v (rows, seq_k, e), w (m, d) a buffer
-    (never differentiated), pad (rows, seq_k) or None. The state is kept as kv = phi(K)^T V
-    (m x e) and the normalizer ks = phi(K)^T 1 (m x 1) apart: an (m x (e + 1)) matrix would make
-    every product an odd width. Double backward: as in the causal fused path, a backward under
-    grad mode (``create_graph=True``) differentiates :func:`bidirectional_favor` instead:
-    exact, at the cost of the (seq x m) matrices in that case only.
+    x (rows, seq_q, d) queries (rows = batch x kv_heads, the query heads of a kv head stacked
+    along seq_q), y (rows, seq_k, d) keys, v (rows, seq_k, e), w (m, d) a buffer (never
+    differentiated), pad (rows, seq_k) or None, root = sqrt(scale): the kernel acts on root x
+    and root y, and root is folded into w (root x) w^T = x (root w)^T, so the scaled copies of
+    x and y are never made and the gradients need no scaling pass. The state is kept as
+    kv = phi(K)^T V (m x e) and the normalizer ks = phi(K)^T 1 (m x 1) apart: an (m x (e + 1))
+    matrix would make every product an odd width. Double backward: as in the causal fused
+    path, a backward under grad mode (``create_graph=True``) differentiates
+    :func:`bidirectional_favor` instead: exact, at the cost of the (seq x m) matrices in that
+    case only.
     """
 
     @staticmethod
-    def forward(ctx, x, y, v, w, pad, block):
-        wt = w.transpose(0, 1)
+    def forward(ctx, x, y, v, w, pad, block, root):
+        wt = w.transpose(0, 1) * root
+        sq = root * root
         rows, n_k = y.shape[:2]
         kv = v.new_zeros(rows, w.shape[0], v.shape[-1])
         ks = v.new_zeros(rows, w.shape[0], 1)
@@ -99,7 +110,7 @@ class _BlockwisePositiveFavor(torch.autograd.Function):
         for lo in range(0, n_k, block):
             yb, pb = y[:, lo:lo + block], None if pad is None else pad[:, lo:lo + block]
             z = yb @ wt
-            half_sq = (yb * yb).sum(-1) / 2
+            half_sq = half_sq_norms(yb, sq)
             s = z.amax(-1) - half_sq
             if pb is not None:
                 s = s.masked_fill(pb, float("-inf"))
@@ -127,7 +138,7 @@ class _BlockwisePositiveFavor(torch.autograd.Function):
             out[:, lo:lo + block] = torch.bmm(qf, kv).div_(safe).masked_fill_(~ok, 0.0)
             den[:, lo:lo + block] = d
         ctx.save_for_backward(x, y, v, w, kv, ks, g, out, den)
-        ctx.pad, ctx.block = pad, block
+        ctx.pad, ctx.block, ctx.root = pad, block, root
         return out
 
     @staticmethod
@@ -140,15 +151,16 @@ class _BlockwisePositiveFavor(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, dout):
         x, y, v, w, kv, ks, g, out, den = ctx.saved_tensors
-        pad, block = ctx.pad, ctx.block
+        pad, block, root = ctx.pad, ctx.block, ctx.root
         if torch.is_grad_enabled():
             wanted = [i for i in range(3) if ctx.needs_input_grad[i]]
             with torch.enable_grad():
-                again = bidirectional_favor(x[:, None], y[:, None], v[:, None], w,
-                                            None if pad is None else pad[:, None],
+                again = bidirectional_favor(x[:, None] * root, y[:, None] * root, v[:, None],
+                                            w, None if pad is None else pad[:, None],
                                             "positive", 0.0)[:, 0]
-                return recomputed_input_grads(again, (x, y, v), wanted, dout)
-        wt = w.transpose(0, 1)
+                return recomputed_input_grads(again, (x, y, v), wanted, dout, 7)
+        ws = w * root
+        wt, sq = ws.transpose(0, 1), root * root
         dx, dy, dv = torch.empty_like(x), torch.empty_like(y), torch.empty_like(v)
         dkv, dks = torch.zeros_like(kv), torch.zeros_like(ks)
         kv_t, ks_t = kv.transpose(1, 2), ks.transpose(1, 2)
@@ -164,22 +176,24 @@ class _BlockwisePositiveFavor(torch.autograd.Function):
             dkv.baddbmm_(qf.transpose(1, 2), dnum)
             dks.baddbmm_(qf.transpose(1, 2), dden)
             # the query shift is a per-row constant: no gradient through it
-            dx[:, sl] = torch.bmm(dnum, kv_t).addcmul_(dden, ks_t).mul_(qf) @ w
+            dx[:, sl] = torch.bmm(dnum, kv_t).addcmul_(dden, ks_t).mul_(qf) @ ws
         dkv_t, dks_t = dkv.transpose(1, 2), dks.transpose(1, 2)
         for lo in range(0, y.shape[1], block):
             sl = slice(lo, lo + block)
             yb = y[:, sl]
-            kf = _key_block(yb, wt, g, None if pad is None else pad[:, sl])
+            kf = _key_block(yb, wt, g, None if pad is None else pad[:, sl], sq)
             dv[:, sl] = torch.bmm(kf, dkv)
             dzk = torch.bmm(v[:, sl], dkv_t).add_(dks_t).mul_(kf)  # padded rows: kf = 0
-            dy[:, sl] = dzk @ w - dzk.sum(-1, keepdim=True) * yb  # through -|y|^2 / 2
-        return dx, dy, dv, None, None, None
+            # through -|root y|^2 / 2
+            dy[:, sl] = (dzk @ ws).sub_(dzk.sum(-1, keepdim=True).mul_(sq) * yb)
+        return dx, dy, dv, None, None, None, None
 
 
 def blockwise_positive_favor(x: Tensor, y: Tensor, v: Tensor, w: Tensor, pad: Tensor | None,
-                             block_size: int | None = None) -> Tensor:
+                             block_size: int | None = None, root: float = 1.0) -> Tensor:
     """Bidirectional positive FAVOR+ in blocks of ``block_size`` positions (None: the
-    :func:`default_block_size` rule); shapes as :func:`bidirectional_favor`."""
+    :func:`default_block_size` rule); shapes as :func:`bidirectional_favor`, but x and y are
+    the queries and keys before the scaling by ``root`` = sqrt(scale)."""
     b, hk, n_q, d = x.shape
     n_k = y.shape[2]
     rows = b * hk
@@ -188,18 +202,20 @@ def blockwise_positive_favor(x: Tensor, y: Tensor, v: Tensor, w: Tensor, pad: Te
     if pad is not None:
         pad = pad.expand(b, hk, n_k).reshape(rows, n_k)
     out = _BlockwisePositiveFavor.apply(x.reshape(rows, n_q, d), y.reshape(rows, n_k, d),
-                                        v.reshape(rows, n_k, v.shape[-1]), w, pad, block_size)
+                                        v.reshape(rows, n_k, v.shape[-1]), w, pad, block_size,
+                                        float(root))
     return out.view(b, hk, n_q, -1)
 
 
 def recomputed_input_grads(out: Tensor, inputs: tuple[Tensor, Tensor, Tensor],
-                           wanted: list[int], dout: Tensor) -> tuple[Tensor | None, ...]:
-    """The six input gradients of a fused FAVOR+ Function under ``create_graph=True``: ``out``,
-    recomputed by a differentiable path from ``inputs`` (x, y, v), differentiated with
-    ``create_graph`` for the inputs in ``wanted``; None for the rest and the three options."""
+                           wanted: list[int], dout: Tensor, n_grads: int = 6
+                           ) -> tuple[Tensor | None, ...]:
+    """The ``n_grads`` input gradients of a fused FAVOR+ Function under ``create_graph=True``:
+    ``out``, recomputed by a differentiable path from ``inputs`` (x, y, v), differentiated with
+    ``create_graph`` for the inputs in ``wanted``; None for the rest and the options."""
     grads = torch.autograd.grad(out, [inputs[i] for i in wanted], dout, create_graph=True,
                                 allow_unused=True)
-    result: list[Tensor | None] = [None] * 6
+    result: list[Tensor | None] = [None] * n_grads
     for i, gr in zip(wanted, grads):
         result[i] = gr
     return tuple(result)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from efflab.attention._checks import no_autocast
+from efflab.attention.performer.blockwise import half_sq_norms
 from efflab.attention.performer.features import finite_or_zero, safe_denominator
 
 #: positions per group of the backward (the forward keeps one state per group)
@@ -38,14 +39,14 @@ def _exp0(x: Tensor) -> Tensor:
     return x.clamp_(max=0).exp_()
 
 
-def _key_chunk(y: Tensor, wt: Tensor, g_last: Tensor, pad: Tensor | None
+def _key_chunk(y: Tensor, wt: Tensor, g_last: Tensor, pad: Tensor | None, sq: float
                ) -> tuple[Tensor, Tensor, Tensor]:
-    """(b, g, g_raw) of one chunk of keys y (rows, c, d): b = phi(k_j) exp(-g_j) (up to 1/sqrt m,
-    0 on padded keys), g_raw the running max of the key log-scales continuing ``g_last``
-    (rows, 1), -inf before any key; g = g_raw with -inf as 0."""
+    """(b, g, g_raw) of one chunk of keys y (rows, c, d), wt the projection scaled by
+    root = sqrt(sq): b = phi(root k_j) exp(-g_j) (up to 1/sqrt m, 0 on padded keys), g_raw the
+    running max of the key log-scales continuing ``g_last`` (rows, 1), -inf before any key;
+    g = g_raw with -inf as 0."""
     z = y @ wt
-    half_sq = (y * y).sum(-1)
-    half_sq.mul_(0.5)
+    half_sq = half_sq_norms(y, sq)
     s = z.amax(-1) - half_sq
     if pad is not None:
         s.masked_fill_(pad, float("-inf"))
@@ -79,13 +80,15 @@ def _advance(kv: Tensor, ks: Tensor, b: Tensor, v: Tensor, g: Tensor, r: Tensor,
 
 
 class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
-    """x, y (rows, seq, d) scaled queries and keys (rows = batch x heads, kv heads already
-    repeated), v (rows, seq, e), w (m, d) a buffer, pad (rows, seq) or None; see the module
-    docstring."""
+    """x, y (rows, seq, d) queries and keys (rows = batch x heads, kv heads already repeated),
+    v (rows, seq, e), w (m, d) a buffer, pad (rows, seq) or None, root = sqrt(scale), folded
+    into w as in :class:`~efflab.attention.performer.blockwise._BlockwisePositiveFavor`; see
+    the module docstring."""
 
     @staticmethod
-    def forward(ctx, x, y, v, w, pad, chunk):
-        wt = w.transpose(0, 1)
+    def forward(ctx, x, y, v, w, pad, chunk, root):
+        wt = w.transpose(0, 1) * root
+        sq = root * root
         rows, n = y.shape[:2]
         m, e = w.shape[0], v.shape[-1]
         tril = torch.ones(chunk, chunk, dtype=v.dtype, device=v.device).tril_()
@@ -101,7 +104,7 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
             if lo % group == 0:
                 states.append((kv, ks, r, g_last))
             pb = None if pad is None else pad[:, lo:hi]
-            b, g, g_raw = _key_chunk(y[:, lo:hi], wt, g_last, pb)
+            b, g, g_raw = _key_chunk(y[:, lo:hi], wt, g_last, pb, sq)
             a = _query_chunk(x[:, lo:hi], wt)
             vb = v[:, lo:hi]
             p = torch.bmm(a, b.transpose(1, 2)).mul_(_decay(g, tril[:hi - lo, :hi - lo]))
@@ -120,7 +123,7 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
         r0 = torch.stack([s[2] for s in states], 1)
         gl0 = torch.stack([s[3] for s in states], 1)
         ctx.save_for_backward(x, y, v, w, gs, out, den, kv0, ks0, r0, gl0)
-        ctx.pad, ctx.chunk, ctx.group = pad, chunk, group
+        ctx.pad, ctx.chunk, ctx.group, ctx.root = pad, chunk, group, root
         return out
 
     @staticmethod
@@ -129,15 +132,17 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
             from efflab.attention.performer.favor import differentiable_causal_backward
 
             x, y, v, w = ctx.saved_tensors[:4]
-            return differentiable_causal_backward(ctx, x, y, v, w, ctx.pad, ctx.chunk, dout)
+            return differentiable_causal_backward(ctx, x, y, v, w, ctx.pad, ctx.chunk, dout,
+                                                  ctx.root, 7)
         with no_autocast(dout.device):
             return _BlockwiseCausalPositiveFavor._backward(ctx, dout.contiguous())
 
     @staticmethod
     def _backward(ctx, dout):
         x, y, v, w, gs, out, den, kv0, ks0, r0, gl0 = ctx.saved_tensors
-        pad, chunk, group = ctx.pad, ctx.chunk, ctx.group
-        wt = w.transpose(0, 1)
+        pad, chunk, group, root = ctx.pad, ctx.chunk, ctx.group, ctx.root
+        ws = w * root
+        wt, sq = ws.transpose(0, 1), root * root
         rows, n = y.shape[:2]
         tril = torch.ones(chunk, chunk, dtype=v.dtype, device=v.device).tril_()
         dx, dy, dv = torch.empty_like(x), torch.empty_like(y), torch.empty_like(v)
@@ -151,7 +156,7 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
             for lo in range(g_lo, min(g_lo + group, n), chunk):
                 hi = min(lo + chunk, n)
                 pb = None if pad is None else pad[:, lo:hi]
-                b, g, g_raw = _key_chunk(y[:, lo:hi], wt, g_last, pb)
+                b, g, g_raw = _key_chunk(y[:, lo:hi], wt, g_last, pb, sq)
                 saved.append((lo, hi, b, g, kv, ks, r))
                 r_new = g[:, -1:]
                 kv, ks = _advance(kv, ks, b, v[:, lo:hi], g, r, r_new)
@@ -175,7 +180,7 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
                 da.baddbmm_(dnum * carry, kv.transpose(1, 2)).baddbmm_(dden * carry,
                                                                       ks.transpose(1, 2))
                 # the query shift is a per-row constant: no gradient through it
-                dx[:, sl] = da.mul_(a) @ w
+                dx[:, sl] = da.mul_(a) @ ws
                 db = torch.bmm(dp.transpose(1, 2), a)
                 dvb = torch.bmm(p.transpose(1, 2), dnum)
                 if r_next is not None:  # the keys of this chunk enter the later states
@@ -189,21 +194,22 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
                 dks.baddbmm_(a_t, dden * carry)
                 dv[:, sl] = dvb
                 dzk = db.mul_(b)  # padded keys: b = 0
-                dy[:, sl] = (dzk @ w).sub_(dzk.sum(-1, keepdim=True) * y[:, sl])
+                dy[:, sl] = (dzk @ ws).sub_(dzk.sum(-1, keepdim=True).mul_(sq) * y[:, sl])
                 r_next = r
-        return dx, dy, dv, None, None, None
+        return dx, dy, dv, None, None, None, None
 
 
 def blockwise_causal_positive_favor(x: Tensor, y: Tensor, v: Tensor, w: Tensor,
-                                    pad: Tensor | None, chunk_size: int) -> Tensor:
-    """Causal positive FAVOR+ chunk by chunk: x (batch, heads, seq, d) scaled queries, y the
-    scaled keys and v the values with as many heads (kv heads repeated), pad (batch, 1, seq) or
-    None; returns (batch, heads, seq, e)."""
+                                    pad: Tensor | None, chunk_size: int, root: float = 1.0
+                                    ) -> Tensor:
+    """Causal positive FAVOR+ chunk by chunk: x (batch, heads, seq, d) queries, y the keys and
+    v the values with as many heads (kv heads repeated), pad (batch, 1, seq) or None, root =
+    sqrt(scale) (the kernel acts on root x and root y); returns (batch, heads, seq, e)."""
     b, h, n, d = x.shape
     rows = b * h
     if pad is not None:
         pad = pad.expand(b, h, n).reshape(rows, n)
     out = _BlockwiseCausalPositiveFavor.apply(
         x.reshape(rows, n, d), y.reshape(rows, n, d), v.reshape(rows, n, v.shape[-1]), w, pad,
-        min(chunk_size, n))
+        min(chunk_size, n), float(root))
     return out.view(b, h, n, -1)

@@ -98,14 +98,26 @@ def _check_projection(projection: Tensor, head_dim: int, device: torch.device) -
 
 
 class _Prepared(NamedTuple):
-    x: Tensor            # scaled queries, compute dtype, (batch, heads, seq_q, d)
-    y: Tensor            # scaled keys, (batch, kv_heads, seq_k, d)
+    """The inputs as the cores take them. The kernel acts on the scaled queries and keys
+    root * q, root * k (root = sqrt(scale)); they are not formed here: the fused paths fold
+    root into the (m x d) projection (one O(n d) copy less of each, and no scaling pass over
+    the gradients), the composed path scales on entry (:meth:`scaled`)."""
+
+    x: Tensor            # queries, compute dtype, (batch, heads, seq_q, d), not scaled
+    y: Tensor            # keys, (batch, kv_heads, seq_k, d), not scaled
     v: Tensor            # values, (batch, kv_heads, seq_k, e)
     w: Tensor            # projection, compute dtype
     pad: Tensor | None   # (batch, 1, seq_k) bool, True = padding
     causal: bool
     was_3d: bool
     out_dtype: torch.dtype
+    root: float = 1.0    # sqrt(scale)
+
+    def scaled(self) -> tuple[Tensor, Tensor]:
+        """(root * x, root * y): the scaled queries and keys."""
+        if self.root == 1.0:
+            return self.x, self.y
+        return self.x * self.root, self.y * self.root
 
 
 def _prepare(q, k, v, projection, key_padding_mask, causal, is_causal, feature_map,
@@ -125,9 +137,9 @@ def _prepare(q, k, v, projection, key_padding_mask, causal, is_causal, feature_m
                          f"positions), got seq_q {q.shape[2]} > seq_k {k.shape[2]}")
     cd = compute_dtype(q.dtype)
     root = math.sqrt(1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
-    return _Prepared(q.to(cd) * root, k.to(cd) * root, v.to(cd), projection.to(cd),
+    return _Prepared(q.to(cd), k.to(cd), v.to(cd), projection.to(cd),
                      None if pad is None else pad[:, None, :], causal, was_3d,
-                     output_dtype(v))
+                     output_dtype(v), root)
 
 
 def _check_state(state, name: str, b: int, hk: int, m: int, e1: int, p: _Prepared) -> FavorState:
@@ -176,7 +188,7 @@ def _favor_core(p: _Prepared, kind: str, kernel_eps: float, chunk_size: int,
                 initial_state: FavorState | None, want_state: bool
                 ) -> tuple[Tensor, FavorState | None]:
     """Every FAVOR+ variant by composed (autograd-differentiated) ops: (out, final state)."""
-    x, y, v, w, pad = p.x, p.y, p.v, p.w, p.pad
+    (x, y), v, w, pad = p.scaled(), p.v, p.w, p.pad
     b, h, n_q = x.shape[:3]
     hk, n_k = y.shape[1], y.shape[2]
     groups = h // hk
@@ -274,20 +286,22 @@ class _CausalPositiveFavor(torch.autograd.Function):
         return differentiable_causal_backward(ctx, x, y, v, w, ctx.pad, ctx.chunk_size, dout)
 
 
-def differentiable_causal_backward(ctx, x, y, v, w, pad, chunk_size, dout):
+def differentiable_causal_backward(ctx, x, y, v, w, pad, chunk_size, dout, root=1.0,
+                                   n_grads=6):
     """The backward of a fused causal positive path under ``create_graph=True``: the output
-    recomputed by the composed path (:func:`_favor_core`) from the saved inputs, differentiated
-    with ``create_graph``, so second derivatives are exact. Returns the six input gradients."""
+    recomputed by the composed path (:func:`_favor_core`) from the saved inputs (queries and
+    keys not scaled, ``root`` = sqrt(scale)), differentiated with ``create_graph``, so second
+    derivatives are exact. Returns the ``n_grads`` input gradients of the Function."""
     wanted = [i for i in range(3) if ctx.needs_input_grad[i]]
     with torch.enable_grad():
         if x.dim() == 3:  # (rows, seq, d) as the chunkwise path takes them: one head per row
             p = _Prepared(x[:, None], y[:, None], v[:, None], w,
-                          None if pad is None else pad[:, None], True, False, dout.dtype)
+                          None if pad is None else pad[:, None], True, False, dout.dtype, root)
             dout = dout[:, None]
         else:
-            p = _Prepared(x, y, v, w, pad, True, False, dout.dtype)
+            p = _Prepared(x, y, v, w, pad, True, False, dout.dtype, root)
         out, _ = _favor_core(p, "positive", 0.0, chunk_size, None, False)
-        return recomputed_input_grads(out, (x, y, v), wanted, dout)
+        return recomputed_input_grads(out, (x, y, v), wanted, dout, n_grads)
 
 
 def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
@@ -359,15 +373,16 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
         elif (feature_map == "positive" and not p.w.requires_grad and initial_state is None
               and not output_final_state and (not p.causal or n_q == n_k)):
             if p.causal and causal_algorithm == "prefix-sum":
-                out = _CausalPositiveFavor.apply(p.x, repeat_kv(p.y, h // hk),
+                x, y = p.scaled()
+                out = _CausalPositiveFavor.apply(x, repeat_kv(y, h // hk),
                                                  repeat_kv(p.v, h // hk), p.w, p.pad, chunk_size)
             elif p.causal:
                 out = blockwise_causal_positive_favor(p.x, repeat_kv(p.y, h // hk),
                                                       repeat_kv(p.v, h // hk), p.w, p.pad,
-                                                      chunk_size)
+                                                      chunk_size, p.root)
             else:
                 out = blockwise_positive_favor(_grouped(p.x, hk), p.y, p.v, p.w, p.pad,
-                                               block_size)
+                                               block_size, p.root)
             out, state = out.reshape(b, h, n_q, -1), None
         else:
             out, state = _favor_core(p, feature_map, kernel_eps, chunk_size, initial_state,
