@@ -390,11 +390,29 @@ def test_blockwise_large_norms_float32_match_float64():
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * b.abs().max().item())
 
 
+@pytest.mark.parametrize("rows,n,block", [(5, 7, 16), (5, 7, 7), (3, 10, 4), (4, 1, 3),
+                                          (2, 9, 9), (1, 0, 4)])
+def test_tiles_cover_each_position_once_in_order_and_contiguously(rows, n, block):
+    from efflab.attention.performer.blockwise import tiles
+
+    seen = torch.zeros(rows, n, dtype=torch.int64)
+    last = [-1] * rows
+    t = torch.empty(rows, n, 3)
+    for rs, ps in tiles(rows, n, block):
+        seen[rs, ps] += 1
+        assert t[rs, ps].is_contiguous()
+        assert (rs.stop - rs.start) * (ps.stop - ps.start) <= max(block, n)
+        for r in range(rs.start, rs.stop):  # a row's tiles in order of position
+            assert ps.start > last[r]
+            last[r] = ps.stop - 1
+    assert torch.equal(seen, torch.ones(rows, n, dtype=torch.int64))
+
+
 def test_default_block_size_rule():
     from efflab.attention.performer.blockwise import default_block_size
 
-    assert default_block_size(8, 256) == 256
-    assert default_block_size(1, 16) == 1024 and default_block_size(64, 1024) == 128
+    assert default_block_size(8, 256) == 1024 == default_block_size(1, 256)
+    assert default_block_size(1, 16) == 4096 and default_block_size(64, 1 << 12) == 128
     with pytest.raises(ValueError, match="block_size"):
         favor_attention(*_qkv(), _w(), block_size=0)
     with pytest.raises(ValueError, match="block_size"):

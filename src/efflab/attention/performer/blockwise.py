@@ -3,16 +3,18 @@ bidirectional case): out = D^-1 phi(Q) (phi(K)^T [V, 1]), in two forms.
 
 * :func:`bidirectional_favor`: the composed formula on whole (seq x m) feature matrices,
   differentiated by autograd; it serves every feature map, and is the double-backward path.
-* :class:`_BlockwisePositiveFavor`: the positive map, block by block (issue #21, targets 1-2).
-  The forward computes the features of ``block_size`` keys at a time and folds them into the
-  (m x (head_dim_v + 1)) state S = phi(K)^T [V, 1], then the features of ``block_size`` queries
-  at a time against S; the backward recomputes the block features. No (seq x m) matrix is
-  ever held: what is kept is the inputs, S, the key shift, the output and its denominator.
-  On a CPU a (block x m) feature block stays in cache while its products run, where the
-  whole-sequence matrices of the one-matrix form do not.
+* :class:`_BlockwisePositiveFavor`: the positive map, tile by tile (issue #21, targets 1-2).
+  A tile is about ``block_size`` positions of one row (batch x head), or whole rows of a
+  short sequence (:func:`tiles`): a contiguous piece of the inputs, so every product is one
+  GEMM written in place. The forward computes the features of a tile of keys at a time and
+  folds them into the (m x (head_dim_v + 1)) state S = phi(K)^T [V, 1], then the features of
+  a tile of queries at a time against S; the backward recomputes the tile features. No
+  (seq x m) matrix is ever held: what is kept is the inputs, S, the key shift, the output and
+  its denominator. On a CPU a (tile x m) feature block stays in cache while its products run,
+  where the whole-sequence matrices of the one-matrix form do not.
 
 The key shift (see :mod:`.features`) must be one max over all unpadded keys, but the blockwise
-forward sees the keys one block at a time: it keeps the running max g and, when a block raises
+forward sees the keys one tile at a time: it keeps the running max g and, when a tile raises
 it, rescales the state by exp(g_old - g_new) <= 1 (as online softmax does), so the final state
 is the one of the global shift, exactly in exact arithmetic.
 """
@@ -33,17 +35,32 @@ from efflab.attention.performer.features import (
     shifted_keys,
 )
 
-#: Elements of one (heads x block x m) feature block the default block size aims at: 2^19
-#: float32 numbers are 2 MiB, about what stays in a CPU's L2/L3 share while it is used twice
-#: (8 heads, m = 256, one thread, 2026-12-01: 256 positions ran faster than 512 and 1024).
-_BLOCK_ELEMENTS = 1 << 19
+#: Elements of one (tile x m) feature block the default tile aims at: 2^18 float32 numbers
+#: are 1 MiB (one thread, 2026-12-02, m = 256, tiles of 1024 positions against 512 and 2048:
+#: 0.92-0.95x their time at 8 heads x 4096 positions, 0.90x at 16 x 8 rows of 512).
+_BLOCK_ELEMENTS = 1 << 18
 
 
 def default_block_size(rows: int, features: int) -> int:
-    """Positions per block: a power of two near 2^19 / (rows x features), rows = batch x
-    heads, clamped to [128, 1024] (8 heads, m = 256: 256 positions)."""
-    target = max(1, _BLOCK_ELEMENTS // max(1, rows * features))
-    return min(1024, max(128, 1 << (target.bit_length() - 1)))
+    """Positions per tile: a power of two near 2^18 / features, clamped to [128, 4096]
+    (m = 256: 1024 positions). ``rows`` (batch x heads) does not enter: a tile is one row's
+    positions, or whole rows of a short sequence (see :func:`tiles`)."""
+    del rows
+    target = max(1, _BLOCK_ELEMENTS // max(1, features))
+    return min(4096, max(128, 1 << (target.bit_length() - 1)))
+
+
+def tiles(rows: int, n: int, block: int) -> list[tuple[slice, slice]]:
+    """(rows, positions) slices covering a (rows, n) grid in tiles of about ``block``
+    positions, each a contiguous piece of a (rows, n, d) tensor: runs of ``block`` positions
+    of one row when n > block, else whole rows, block // n of them at a time. A row's tiles
+    come in order of position (the running key max needs it). Contiguous tiles make every
+    product a plain GEMM, written straight into its place in the output."""
+    if n <= block:
+        per = max(1, block // max(n, 1))
+        return [(slice(r, min(r + per, rows)), slice(0, n)) for r in range(0, rows, per)]
+    return [(slice(r, r + 1), slice(lo, min(lo + block, n)))
+            for r in range(rows) for lo in range(0, n, block)]
 
 
 def bidirectional_favor(x: Tensor, y: Tensor, v: Tensor, w: Tensor, pad: Tensor | None,
@@ -69,11 +86,11 @@ def half_sq_norms(y: Tensor, sq: float) -> Tensor:
 
 
 def _key_block(y: Tensor, wt: Tensor, g: Tensor, pad: Tensor | None, sq: float) -> Tensor:
-    """phi(k_j) exp(-g) of a block (up to the constant 1/sqrt(m)), 0 on padded keys;
-    y (rows, block, d) keys, wt (d, m) the projection scaled by root = sqrt(sq), g (rows, 1),
-    pad (rows, block) or None."""
+    """phi(k_j) exp(-g) of a tile (up to the constant 1/sqrt(m)), 0 on padded keys;
+    y (rows, c, d) keys, wt (d, m) the projection scaled by root = sqrt(sq), g (rows, 1),
+    pad (rows, c) or None."""
     z = y @ wt
-    z.sub_(half_sq_norms(y, sq)[..., None].add_(g[..., None]))
+    z.sub_(half_sq_norms(y, sq).add_(g)[..., None])
     if pad is not None:  # before the exponential: exp of a padded key may overflow
         z.masked_fill_(pad[..., None], float("-inf"))
     return z.exp_()
@@ -84,15 +101,21 @@ def _query_block(x: Tensor, wt: Tensor) -> Tensor:
     return z.sub_(z.amax(-1, keepdim=True)).exp_()
 
 
+def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """(rows, c, m) x (rows, m) -> (rows, c): a batched matrix-vector product (as a product
+    and a sum: a batched GEMM with one column runs several times slower on a CPU)."""
+    return (a * b[:, None, :]).sum(-1)
+
+
 class _BlockwisePositiveFavor(torch.autograd.Function):
-    """Bidirectional FAVOR+ with positive features, block by block (see the module docstring).
+    """Bidirectional FAVOR+ with positive features, tile by tile (see the module docstring).
 
     x (rows, seq_q, d) queries (rows = batch x kv_heads, the query heads of a kv head stacked
     along seq_q), y (rows, seq_k, d) keys, v (rows, seq_k, e), w (m, d) a buffer (never
     differentiated), pad (rows, seq_k) or None, root = sqrt(scale): the kernel acts on root x
     and root y, and root is folded into w (root x) w^T = x (root w)^T, so the scaled copies of
     x and y are never made and the gradients need no scaling pass. The state is kept as
-    kv = phi(K)^T V (m x e) and the normalizer ks = phi(K)^T 1 (m x 1) apart: an (m x (e + 1))
+    kv = phi(K)^T V (m x e) and the normalizer ks = phi(K)^T 1 (m) apart: an (m x (e + 1))
     matrix would make every product an odd width. Double backward: as in the causal fused
     path, a backward under grad mode (``create_graph=True``) differentiates
     :func:`bidirectional_favor` instead: exact, at the cost of the (seq x m) matrices in that
@@ -101,42 +124,47 @@ class _BlockwisePositiveFavor(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, y, v, w, pad, block, root):
+        x, y, v = x.contiguous(), y.contiguous(), v.contiguous()
         wt = w.transpose(0, 1) * root
         sq = root * root
         rows, n_k = y.shape[:2]
+        n_q = x.shape[1]
         kv = v.new_zeros(rows, w.shape[0], v.shape[-1])
-        ks = v.new_zeros(rows, w.shape[0], 1)
+        ks = v.new_zeros(rows, w.shape[0])
         g_run = v.new_full((rows, 1), float("-inf"))
-        for lo in range(0, n_k, block):
-            yb, pb = y[:, lo:lo + block], None if pad is None else pad[:, lo:lo + block]
+        for rs, ps in tiles(rows, n_k, block):
+            yb, pb = y[rs, ps], None if pad is None else pad[rs, ps]
             z = yb @ wt
             half_sq = half_sq_norms(yb, sq)
             s = z.amax(-1) - half_sq
             if pb is not None:
-                s = s.masked_fill(pb, float("-inf"))
-            g_new = torch.maximum(g_run, s.amax(-1, keepdim=True))
-            # where g_run is -inf the state is still 0 (no key yet): factor 0, never inf * 0
-            factor = torch.where(torch.isfinite(g_run), torch.exp(g_run - g_new),
-                                 torch.zeros_like(g_run))[..., None]
-            kv.mul_(factor)
-            ks.mul_(factor)
+                s.masked_fill_(pb, float("-inf"))
+            g_old = g_run[rs]
+            g_new = torch.maximum(g_old, s.amax(-1, keepdim=True))
+            # where g_old is -inf the state is still 0 (no key yet): factor 0, never inf * 0
+            factor = torch.where(torch.isfinite(g_old), torch.exp(g_old - g_new),
+                                 torch.zeros_like(g_old))
+            kv_t, ks_t = kv[rs], ks[rs]
+            kv_t.mul_(factor[..., None])
+            ks_t.mul_(factor)
             z.sub_(half_sq.add_(finite_or_zero(g_new))[..., None])
             if pb is not None:  # before the exponential: exp of a padded key may overflow
                 z.masked_fill_(pb[..., None], float("-inf"))
-            kf_t = z.exp_().transpose(1, 2)
-            kv.baddbmm_(kf_t, v[:, lo:lo + block])
-            ks.add_(kf_t.sum(-1, keepdim=True))
-            g_run = g_new
+            kf = z.exp_()
+            kv_t.baddbmm_(kf.transpose(1, 2), v[rs, ps])
+            ks_t.add_(kf.sum(1))
+            g_run[rs] = g_new
         g = finite_or_zero(g_run)
-        n_q = x.shape[1]
         out = v.new_empty(rows, n_q, v.shape[-1])
-        den = v.new_empty(rows, n_q, 1)
-        for lo in range(0, n_q, block):
-            qf = _query_block(x[:, lo:lo + block], wt)
-            d = torch.bmm(qf, ks)
+        den = v.new_empty(rows, n_q)
+        for rs, ps in tiles(rows, n_q, block):
+            qf = _query_block(x[rs, ps], wt)
+            d = _row_dot(qf, ks[rs])
             ok, safe = safe_denominator(d, "positive")
-            out[:, lo:lo + block] = torch.bmm(qf, kv).div_(safe).masked_fill_(~ok, 0.0)
-            den[:, lo:lo + block] = d
+            o = out[rs, ps]
+            torch.bmm(qf, kv[rs], out=o)
+            o.div_(safe[..., None]).masked_fill_(~ok[..., None], 0.0)
+            den[rs, ps] = d
         ctx.save_for_backward(x, y, v, w, kv, ks, g, out, den)
         ctx.pad, ctx.block, ctx.root = pad, block, root
         return out
@@ -159,33 +187,36 @@ class _BlockwisePositiveFavor(torch.autograd.Function):
                                             w, None if pad is None else pad[:, None],
                                             "positive", 0.0)[:, 0]
                 return recomputed_input_grads(again, (x, y, v), wanted, dout, 7)
+        dout = dout.contiguous()
         ws = w * root
         wt, sq = ws.transpose(0, 1), root * root
+        rows = x.shape[0]
         dx, dy, dv = torch.empty_like(x), torch.empty_like(y), torch.empty_like(v)
         dkv, dks = torch.zeros_like(kv), torch.zeros_like(ks)
-        kv_t, ks_t = kv.transpose(1, 2), ks.transpose(1, 2)
-        for lo in range(0, x.shape[1], block):
-            sl = slice(lo, lo + block)
-            ok, safe = safe_denominator(den[:, sl], "positive")
+        for rs, ps in tiles(rows, x.shape[1], block):
+            ok, safe = safe_denominator(den[rs, ps], "positive")
             # out = num / den: d num = dout / den, d den = -sum(dout * out) / den; 0 where the
             # output is the constant 0 (no key seen): never 0 * inf
-            do = dout[:, sl]
-            dnum = (do / safe).masked_fill_(~ok, 0.0)
-            dden = (-(do * out[:, sl]).sum(-1, keepdim=True) / safe).masked_fill_(~ok, 0.0)
-            qf = _query_block(x[:, sl], wt)
-            dkv.baddbmm_(qf.transpose(1, 2), dnum)
-            dks.baddbmm_(qf.transpose(1, 2), dden)
+            do = dout[rs, ps]
+            dnum = (do / safe[..., None]).masked_fill_(~ok[..., None], 0.0)
+            dden = (-(do * out[rs, ps]).sum(-1) / safe).masked_fill_(~ok, 0.0)
+            qf = _query_block(x[rs, ps], wt)
+            dkv[rs].baddbmm_(qf.transpose(1, 2), dnum)
+            dks[rs].add_((qf * dden[..., None]).sum(1))
             # the query shift is a per-row constant: no gradient through it
-            dx[:, sl] = torch.bmm(dnum, kv_t).addcmul_(dden, ks_t).mul_(qf) @ ws
-        dkv_t, dks_t = dkv.transpose(1, 2), dks.transpose(1, 2)
-        for lo in range(0, y.shape[1], block):
-            sl = slice(lo, lo + block)
-            yb = y[:, sl]
-            kf = _key_block(yb, wt, g, None if pad is None else pad[:, sl], sq)
-            dv[:, sl] = torch.bmm(kf, dkv)
-            dzk = torch.bmm(v[:, sl], dkv_t).add_(dks_t).mul_(kf)  # padded rows: kf = 0
-            # through -|root y|^2 / 2
-            dy[:, sl] = (dzk @ ws).sub_(dzk.sum(-1, keepdim=True).mul_(sq) * yb)
+            t = torch.bmm(dnum, kv[rs].transpose(1, 2))
+            t.add_(dden[..., None] * ks[rs][:, None, :]).mul_(qf)
+            torch.matmul(t, ws, out=dx[rs, ps])
+        for rs, ps in tiles(rows, y.shape[1], block):
+            yb = y[rs, ps]
+            kf = _key_block(yb, wt, g[rs], None if pad is None else pad[rs, ps], sq)
+            dkv_t = dkv[rs]
+            torch.bmm(kf, dkv_t, out=dv[rs, ps])
+            dzk = torch.bmm(v[rs, ps], dkv_t.transpose(1, 2)).add_(dks[rs][:, None, :])
+            dzk.mul_(kf)  # padded rows: kf = 0
+            dyb = dy[rs, ps]
+            torch.matmul(dzk, ws, out=dyb)
+            dyb.sub_(dzk.sum(-1, keepdim=True).mul_(sq) * yb)  # through -|root y|^2 / 2
         return dx, dy, dv, None, None, None, None
 
 

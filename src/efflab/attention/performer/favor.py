@@ -338,7 +338,7 @@ def favor_attention(q: Tensor, k: Tensor, v: Tensor, projection: Tensor,
     :class:`_CausalPositiveFavor`); a projection that requires grad, another map, or a state goes
     through autograd on the same formulas. Bidirectional, that fused path works in blocks of
     ``block_size`` positions and never holds a (seq x m) feature matrix (default: the rule of
-    :func:`~efflab.attention.performer.blockwise.default_block_size`, 128 to 1024). Causal, it
+    :func:`~efflab.attention.performer.blockwise.default_block_size`, 128 to 4096). Causal, it
     goes chunk by chunk (``causal_algorithm="chunkwise"``, :mod:`.causal_blockwise`), nor does
     it hold one; ``causal_algorithm="prefix-sum"`` takes the earlier fused path on whole feature
     matrices (:class:`_CausalPositiveFavor`, kept as the reference and for comparison).

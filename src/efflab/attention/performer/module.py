@@ -70,8 +70,8 @@ class PerformerAttention(nn.Module):
         kernel_eps: added to ReLU features (paper default 1e-3), >= 0.
         scale: score scale, default 1/sqrt(head_dim).
         dropout: must be 0 (accepted so that builders can pass it; FAVOR+ has no weights).
-        block_size: positions per block of the bidirectional fused path (None: a rule on
-            heads and m, see :func:`favor_attention`).
+        block_size: positions per tile of the bidirectional fused path (None: a rule on m,
+            see :func:`favor_attention`).
 
     Buffers (saved in the state dict): ``projection`` (num_features, head_dim), ``seed``,
     ``stream``, ``redraw_count`` and ``forward_count`` (training forward passes since the last
