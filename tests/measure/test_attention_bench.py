@@ -109,3 +109,18 @@ def test_the_old_causal_path_times_the_same_attention_as_the_new():
     assert ab.flops("favor-prefix-sum", 40, True) == ab.flops("favor", 40, True)
     cfg = ab.BenchConfig(lengths=[64], cases=["causal"], sdpa_max=32)
     assert "sdpa-max" in ab._skipped(cfg, "causal", "favor-prefix-sum", 64)
+
+
+def test_summary_gives_efflab_against_the_peer_in_the_same_rounds():
+    def entry(times):
+        return {"time": {m: {"median_s": t} for m, t in times.items()}, "memory": {}}
+
+    results = {"linformer": {1024: entry({"mha": 2.0, "linformer": 0.5, "linformer-pkg": 1.25}),
+                             2048: entry({"mha": 8.0, "linformer": 1.0})}}
+    rows = {m: ms["per_n"] for m, ms in
+            ab.summarize(results, 1e10)["linformer"]["mechanisms"].items()}
+    assert rows["linformer"][0]["ratio_to_peer"] == 0.4
+    assert rows["linformer"][0]["ratio_to_baseline"] == 0.25
+    assert rows["linformer"][1]["ratio_to_peer"] is None      # the peer was not timed there
+    assert rows["mha"][0]["ratio_to_peer"] is None            # only efflab's mechanism
+    assert rows["linformer-pkg"][0]["ratio_to_peer"] is None

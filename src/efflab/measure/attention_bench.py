@@ -383,16 +383,17 @@ def run_length(cfg: BenchConfig, case: str, n: int, sampler: LoadSampler) -> dic
 
 def summarize(results: dict[str, dict[int, dict[str, Any]]], peak_flop_per_s: float
               ) -> dict[str, Any]:
-    """Per case and mechanism: ratio to the baseline and utilization at every n, fitted
+    """Per case and mechanism: ratio to the baseline (and, for efflab's mechanism, to the
+    public port of the same method where it was timed) and utilization at every n, fitted
     slopes of log time and log memory against log n, and the crossover length."""
     out: dict[str, Any] = {}
     for case, per_n in results.items():
-        baseline = CASES[case][0]
+        baseline, ours, peer = CASES[case][:3]
         times = {n: {m: v["median_s"] for m, v in e["time"].items()} for n, e in per_n.items()}
         mems = {n: {m: v.get("peak_mib") for m, v in e["memory"].items()}
                 for n, e in per_n.items()}
         mechs = [m for m in CASES[case] if any(m in t for t in times.values())]
-        case_out: dict[str, Any] = {"baseline": baseline, "mechanisms": {}}
+        case_out: dict[str, Any] = {"baseline": baseline, "peer": peer, "mechanisms": {}}
         for mech in mechs:
             rows = []
             for n in sorted(per_n):
@@ -400,9 +401,11 @@ def summarize(results: dict[str, dict[int, dict[str, Any]]], peak_flop_per_s: fl
                 if t is None:
                     continue
                 base = times[n].get(baseline)
+                other = times[n].get(peer) if mech == ours else None
                 f = flops(mech, n, case == "causal")
                 rows.append({"n": n, "median_s": t, "ratio_to_baseline":
                              None if base is None else t / base,
+                             "ratio_to_peer": None if other is None else t / other,
                              "gflop": f / 1e9, "gflop_per_s": f / t / 1e9,
                              "utilization": utilization(f, t, peak_flop_per_s),
                              "peak_mib": mems[n].get(mech)})
@@ -476,13 +479,14 @@ def table(report: dict[str, Any]) -> str:
              f"load {report['load']['loadavg_before']} -> {report['load']['loadavg_after']}"]
     lines += [f"UNRELIABLE timings: {why}" for why in report["unreliable"]]
     for case, cs in report["summary"].items():
-        lines.append(f"\n{case} (ratios to {cs['baseline']})")
-        lines.append(f"{'mechanism':<18} {'n':>7} {'time s':>9} {'x base':>7} "
+        lines.append(f"\n{case} (ratios to {cs['baseline']}; x peer: to {cs['peer']})")
+        lines.append(f"{'mechanism':<18} {'n':>7} {'time s':>9} {'x base':>7} {'x peer':>7} "
                      f"{'GFLOP/s':>8} {'util':>6} {'MiB':>8}")
         for mech, ms in cs["mechanisms"].items():
             for r in ms["per_n"]:
                 lines.append(f"{mech:<18} {r['n']:>7} {_fmt(r['median_s']):>9} "
                              f"{_fmt(r['ratio_to_baseline'], '.2f'):>7} "
+                             f"{_fmt(r.get('ratio_to_peer'), '.2f'):>7} "
                              f"{_fmt(r['gflop_per_s'], '.1f'):>8} "
                              f"{_fmt(r['utilization'], '.1%'):>6} "
                              f"{_fmt(r['peak_mib'], '.0f'):>8}")
