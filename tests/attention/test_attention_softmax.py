@@ -65,6 +65,27 @@ def test_padding_content_has_no_effect_and_empty_rows_are_zero():
     torch.testing.assert_close(c, softmax_attention_reference(q, k, v, left, causal=True))
 
 
+@pytest.mark.parametrize("heads_kv", [3, 1])
+def test_key_padding_with_an_empty_item_values_and_gradients_against_the_reference(heads_kv):
+    # key padding only: the empty item's values are zeroed instead of its output
+    q, k, v = (x.requires_grad_() for x in _qkv(n=5, n_k=9, seed=11))
+    k2, v2 = (x[:, :heads_kv].detach().requires_grad_() for x in (k, v))
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[0, 2:5] = True
+    mask[1] = True
+    gqa = heads_kv != 3
+    out = softmax_attention(q, k2, v2, mask, enable_gqa=gqa)
+    ref = softmax_attention_reference(q, k2, v2, mask, enable_gqa=gqa)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
+    grads = torch.autograd.grad(out, (q, k2, v2), cot)
+    for a, b in zip(grads, torch.autograd.grad(ref, (q, k2, v2), cot)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for gr in grads:  # nothing flows through the empty item
+        assert torch.equal(gr[1], torch.zeros_like(gr[1]))
+
+
 def test_causal_future_does_not_change_past():
     q, k, v = _qkv()
     t = 4

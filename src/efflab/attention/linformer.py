@@ -161,19 +161,22 @@ def project_then_map(e: Tensor, f: Tensor, key: Tensor, value: Tensor, weight_k:
         raise ValueError(f"project_then_map needs projections shared by the heads, shape "
                          f"(1, k, n), got {tuple(e.shape)} and {tuple(f.shape)}")
     valid = None if key_padding_mask is None else (~key_padding_mask).to(key.dtype)
+    # squeeze, not e[0]: the backward of a select zero-fills a buffer of the whole projection
+    shared = e is f
+    e, f = e.squeeze(0), f.squeeze(0)
+    k = e.shape[0]
 
     def masked(x: Tensor) -> Tensor:
         return x if valid is None else x * valid[..., None]
 
-    k = e.shape[1]
-    if key is value and e is f:
-        ex = fx = torch.einsum("kn,bnc->bkc", e[0], masked(key))
+    if key is value and shared:
+        ex = fx = torch.einsum("kn,bnc->bkc", e, masked(key))
     elif key is value:  # one GEMM of [E; F] over the shared input
-        both = torch.einsum("kn,bnc->bkc", torch.cat([e[0], f[0]]), masked(key))
+        both = torch.einsum("kn,bnc->bkc", torch.cat([e, f]), masked(key))
         ex, fx = both[:, :k], both[:, k:]
     else:
-        ex = torch.einsum("kn,bnc->bkc", e[0], masked(key))
-        fx = torch.einsum("kn,bnc->bkc", f[0], masked(value))
+        ex = torch.einsum("kn,bnc->bkc", e, masked(key))
+        fx = torch.einsum("kn,bnc->bkc", f, masked(value))
 
     def mapped(ex: Tensor, e: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         out = ex @ weight.transpose(0, 1)
@@ -184,13 +187,13 @@ def project_then_map(e: Tensor, f: Tensor, key: Tensor, value: Tensor, weight_k:
         b = out.shape[0]
         return out.view(b, k, kv_heads, -1).transpose(1, 2)
 
-    return mapped(ex, e[0], weight_k, bias_k), mapped(fx, f[0], weight_v, bias_v)
+    return mapped(ex, e, weight_k, bias_k), mapped(fx, f, weight_v, bias_v)
 
 
 def _project(e: Tensor, x: Tensor) -> Tensor:
     # One GEMM over all (batch, heads, head_dim) columns when the heads share E.
     if e.shape[0] == 1:
-        return torch.einsum("kn,bhnd->bhkd", e[0], x)
+        return torch.einsum("kn,bhnd->bhkd", e.squeeze(0), x)
     return torch.einsum("hkn,bhnd->bhkd", e, x)
 
 

@@ -178,6 +178,12 @@ def softmax_attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor 
     # Rows with nothing to attend to would be NaN; let them attend anywhere, then zero them.
     empty = ~mask.any(-1, keepdim=True) if is_bool else torch.isneginf(mask).all(-1, True)
     safe = (mask | empty) if is_bool else mask.masked_fill(empty, 0.0)
+    if attn_mask is None and not causal:
+        # a key padding mask only: the empty rows are whole (batch) items, so zeroing their
+        # values zeroes their outputs and every gradient through them, exactly, at the cost
+        # of a pass over v rather than over the output (Linformer: k rows, not seq)
+        out = _sdpa(q, k, v.masked_fill(empty, 0.0), safe, False, scale, dropout_p, gqa)
+        return out[:, 0] if was_3d else out
     out = _sdpa(q, k, v, safe, False, scale, dropout_p, gqa).masked_fill(empty, 0.0)
     return out[:, 0] if was_3d else out
 
