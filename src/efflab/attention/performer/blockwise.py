@@ -39,15 +39,21 @@ from efflab.attention.performer.features import (
 #: are 1 MiB (one thread, 2026-12-02, m = 256, tiles of 1024 positions against 512 and 2048:
 #: 0.92-0.95x their time at 8 heads x 4096 positions, 0.90x at 16 x 8 rows of 512).
 _BLOCK_ELEMENTS = 1 << 18
+#: On a GPU there is no cache to fit and every tile is a kernel launch or several: tiles of
+#: 2^22 elements (16 MiB; m = 256: 16384 positions), so that a long row is a few tiles.
+#: Not measured (no GPU was lent to these sessions).
+_GPU_BLOCK_ELEMENTS = 1 << 22
 
 
-def default_block_size(rows: int, features: int) -> int:
-    """Positions per tile: a power of two near 2^18 / features, clamped to [128, 4096]
-    (m = 256: 1024 positions). ``rows`` (batch x heads) does not enter: a tile is one row's
-    positions, or whole rows of a short sequence (see :func:`tiles`)."""
+def default_block_size(rows: int, features: int, device_type: str = "cpu") -> int:
+    """Positions per tile: a power of two near 2^18 / features (CPU; 2^22 / features on a GPU),
+    clamped to [128, 4096] (CPU; [128, 65536] on a GPU); m = 256: 1024 positions (16384).
+    ``rows`` (batch x heads) does not enter: a tile is one row's positions, or whole rows of a
+    short sequence (see :func:`tiles`)."""
     del rows
-    target = max(1, _BLOCK_ELEMENTS // max(1, features))
-    return min(4096, max(128, 1 << (target.bit_length() - 1)))
+    gpu = device_type != "cpu"
+    target = max(1, (_GPU_BLOCK_ELEMENTS if gpu else _BLOCK_ELEMENTS) // max(1, features))
+    return min(65536 if gpu else 4096, max(128, 1 << (target.bit_length() - 1)))
 
 
 def tiles(rows: int, n: int, block: int) -> list[tuple[slice, slice]]:
@@ -277,7 +283,7 @@ def blockwise_positive_favor(x: Tensor, y: Tensor, v: Tensor, w: Tensor, pad: Te
     n_k = y.shape[2]
     rows = b * hk
     if block_size is None:
-        block_size = default_block_size(rows, w.shape[0])
+        block_size = default_block_size(rows, w.shape[0], x.device.type)
     if pad is not None:
         pad = pad.expand(b, hk, n_k).reshape(rows, n_k)
     out = _BlockwisePositiveFavor.apply(x.reshape(rows, n_q, d), y.reshape(rows, n_k, d),
