@@ -3,8 +3,8 @@
 Exit codes: 0 success, 1 an experiment failed (raised an error), 2 bad input (unknown name,
 bad ``--set`` or ``--config``, a config value its constraint refuses, a bad seed, an empty or
 unwritable ``--out``, more ``--threads`` than cores, a ``--parallel`` the cores cannot hold, a
-finished result in the way): bad input
-is reported before any work starts and leaves no result folder behind. 130: interrupted.
+finished result in the way): bad input is reported before any work starts and leaves no
+result folder behind. 130: interrupted.
 """
 
 from __future__ import annotations
