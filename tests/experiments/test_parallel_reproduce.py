@@ -56,7 +56,6 @@ def _log(out, name):
     return sorted(path.read_text().split()) if path.exists() else []
 
 
-@pytest.mark.slow
 def test_experiments_overlap_and_a_timed_one_runs_alone(tmp_path, only, capsys):
     only(meet.MeetA, meet.MeetB, meet.Solo)
     out = tmp_path / "out"
@@ -84,7 +83,6 @@ def test_experiments_overlap_and_a_timed_one_runs_alone(tmp_path, only, capsys):
     assert "beside meet-a" in (out / "index.html").read_text()
 
 
-@pytest.mark.slow
 def test_side_by_side_equals_one_after_another_and_a_dying_one_loses_nothing(tmp_path, only,
                                                                               capsys):
     only(tiny.TinySweep, tiny.TinyPlain)

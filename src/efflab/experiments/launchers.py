@@ -19,6 +19,10 @@ rerun with the same folder computes only what is missing.
   timed-out job is requeued by Submitit's checkpointing (the point starts again: points are
   the unit of saved work).
 
+Whole experiments run side by side on this machine with :class:`LocalExperimentLauncher`
+(``efflab reproduce --parallel N``): each one a fresh process, as many at a time as their
+declared cores fit in ``N``, one that times things alone (:func:`next_to_start`).
+
 On a cluster the output folder must be on storage every worker sees: the driver writes a probe
 file into the sweep's folder, and a worker that does not see it fails its point with
 :class:`SharedStorageError` before computing anything.
@@ -257,12 +261,48 @@ def next_to_start(pending: Sequence[Need], running: Sequence[Need], slots: int
     return None
 
 
-def _experiment_process(fn: PointFn, point: dict[str, Any], path: str, parent_pid: int,
-                        threads: int) -> None:
-    """The body of one experiment's process: exits with its parent, shows no progress bars
-    (two bars side by side would garble the terminal), writes ``path`` as a sweep point
-    does, or the error beside it as ``path + ".error"``."""
-    init_worker(threads, parent_pid)
+#: what the fork server of the experiments' processes imports once, before any fork
+_PRELOAD = ["torch", "efflab.experiments.runner"]
+
+
+def _experiment_context() -> Any:
+    """Where the experiments' processes come from: a fork server where there is one (Linux,
+    macOS), which imports torch and efflab once; each process is a fork of it, so it starts
+    in milliseconds instead of the seconds of a torch import, and it is fresh all the same:
+    no experiment ever ran in the server. Elsewhere ``spawn``."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
+
+
+def _exit_with_the_driver() -> None:
+    """Exit the moment the process that started this one dies. Not through the parent pid
+    or a death signal: under the fork server the parent is the server, which lives on as
+    long as any of its forks does; but the driver holds the other end of a pipe whose end
+    here (``multiprocessing.parent_process().sentinel``) becomes readable when it dies."""
+    import multiprocessing.connection
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="efflab-driver-watchdog").start()
+
+
+def _experiment_process(fn: PointFn, point: dict[str, Any], path: str, threads: int) -> None:
+    """The body of one experiment's process: ``threads`` torch threads, exits with the
+    driver, shows no progress bars (two bars side by side would garble the terminal),
+    writes ``path`` as a sweep point does, or the error beside it as ``path + ".error"``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _exit_with_the_driver()
     from efflab.progress import set_quiet
 
     set_quiet(True)
@@ -292,9 +332,10 @@ def _exit_error(process: Any, path: str) -> str | None:
 @dataclass
 class LocalExperimentLauncher:
     """Whole experiments as jobs on this machine (``efflab reproduce --parallel N``): each
-    one in a fresh process (``spawn``, so that torch's thread settings, seeds and global
-    state do not carry over from one experiment to another), up to ``slots`` cores' worth
-    of them at a time.
+    one in a fresh process (a fork of a server that only imported torch and efflab, see
+    :func:`_experiment_context`: torch's thread settings, seeds and global state do not
+    carry over from one experiment to another), up to ``slots`` cores' worth of them at a
+    time.
 
     A job's dict says what it needs (:class:`Need`: ``cores``, ``alone``); jobs start in the
     order :func:`next_to_start` picks from: those that run alone first, then by
@@ -320,7 +361,7 @@ class LocalExperimentLauncher:
                 ) -> Iterator[Outcome]:
         import multiprocessing.connection
 
-        ctx = multiprocessing.get_context("spawn")
+        ctx = _experiment_context()
         pending = sorted(tasks, key=lambda t: (not Need.of(t.point).alone,
                                                -float(t.point.get("budget_s") or 0.0)))
         running: dict[int, tuple[Any, PointTask]] = {}
@@ -335,8 +376,7 @@ class LocalExperimentLauncher:
                         os.unlink(task.path + ".error")  # a previous run's
                     process = ctx.Process(
                         target=_experiment_process, name=f"efflab-job-{task.index}",
-                        args=(fn, task.point, task.path, os.getpid(),
-                              int(task.point.get("threads", 1))))
+                        args=(fn, task.point, task.path, int(task.point.get("threads", 1))))
                     process.start()
                     beside[task.index] = set(running)
                     for other in running:
