@@ -310,6 +310,8 @@ def _experiment_process(fn: PointFn, point: dict[str, Any], path: str, threads: 
 
     try:
         _compute(fn, point, path)
+    except KeyboardInterrupt:
+        sys.exit(130)  # Ctrl-C: the driver says so, once, rather than a traceback from each
     except Exception as e:  # noqa: BLE001 - reported to the parent, which records it
         from efflab.io import atomic_write_text
 
