@@ -386,8 +386,7 @@ class LocalExperimentLauncher:
                     running[task.index] = (process, task)
                     if self.on_start is not None:
                         self.on_start(task)
-                if not running:
-                    raise RuntimeError(f"no job fits on {self.slots} slots: {pending}")
+                # (with nothing running, next_to_start always picks one: running is not empty)
                 multiprocessing.connection.wait([p.sentinel for p, _ in running.values()])
                 for index in [k for k, (p, _) in running.items() if not p.is_alive()]:
                     process, task = running.pop(index)
