@@ -167,6 +167,10 @@ def build_parser(run_help_for: str | None = None) -> argparse.ArgumentParser:
                            each experiment runs as one job on the cluster
                            (docs/scaling.md)."""),
                        epilog=_examples("efflab reproduce",
+                                        "efflab reproduce --jobs 2     # two cores' worth "
+                                        "side by side",
+                                        "efflab reproduce --jobs 2 --parallel 1   # one "
+                                        "after another",
                                         "efflab reproduce --profile full --device cuda",
                                         "efflab reproduce --only double-descent-linear "
                                         "--out runs/dd",
