@@ -2,7 +2,9 @@
 
 ``sweep DIR``: a ``jobs=2`` sweep of two points that sleep (their workers write their pids).
 ``watchdog DIR``: one spawned child armed with the parent watchdog only (no death signal),
-which must notice on its own that its parent is gone.
+which must notice on its own that its parent is gone. ``experiments DIR``: two sleeping
+jobs side by side on the launcher of ``efflab reproduce --parallel`` (forks of its fork
+server).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from efflab.experiments.launchers import init_worker
+from efflab.experiments.launchers import LocalExperimentLauncher, PointTask, init_worker
 from efflab.experiments.sweep import run_sweep
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -32,6 +34,10 @@ if __name__ == "__main__":
     if mode == "sweep":
         pts = [{"i": i, "dir": folder} for i in range(2)]
         run_sweep(sweep_points.sleeper, pts, Path(folder), "orphans", jobs=2)
+    elif mode == "experiments":
+        tasks = [PointTask(i, {"i": i, "dir": folder}, str(Path(folder, f"{i}.json")))
+                 for i in range(2)]
+        list(LocalExperimentLauncher(2).execute(sweep_points.sleeper, tasks, Path(folder)))
     else:
         child = multiprocessing.get_context("spawn").Process(
             target=_watched_child, args=(folder, os.getpid()))

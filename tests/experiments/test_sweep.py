@@ -185,10 +185,11 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, workers", [("sweep", 2), ("watchdog", 1)])
+@pytest.mark.parametrize("mode, workers", [("sweep", 2), ("watchdog", 1), ("experiments", 2)])
 def test_workers_exit_when_their_parent_is_killed(tmp_path, mode, workers):
     """SIGKILL of the parent of a --jobs 2 sweep: the workers go too (death signal and
-    watchdog), and the watchdog alone suffices (where there is no death signal)."""
+    watchdog), and the watchdog alone suffices (where there is no death signal); so do the
+    processes of experiments side by side (``reproduce --parallel``)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(HERE.parents[1] / "src"), str(HERE)])}
     parent = subprocess.Popen([sys.executable, str(HERE / "orphan_parent.py"), mode,

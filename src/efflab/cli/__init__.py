@@ -2,8 +2,9 @@
 
 Exit codes: 0 success, 1 an experiment failed (raised an error), 2 bad input (unknown name,
 bad ``--set`` or ``--config``, a config value its constraint refuses, a bad seed, an empty or
-unwritable ``--out``, more ``--threads`` than cores, a finished result in the way): bad input
-is reported before any work starts and leaves no result folder behind. 130: interrupted.
+unwritable ``--out``, more ``--threads`` than cores, a ``--parallel`` the cores cannot hold, a
+finished result in the way): bad input is reported before any work starts and leaves no
+result folder behind. 130: interrupted.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ from efflab.cli import measure as measure_command
 from efflab.cli.config_file import config_toml, read_config_file
 from efflab.cli.launcher_options import add_launcher_arguments, launcher_from_args
 from efflab.experiments.base import EXPERIMENT_VERDICTS, PROFILES, ConfigError
-from efflab.experiments.launchers import experiment_launcher, launcher_warning
+from efflab.experiments.launchers import (
+    LocalExperimentLauncher,
+    experiment_launcher,
+    launcher_warning,
+)
 from efflab.experiments.runner import (
     OutputError,
     PlannedRun,
@@ -154,9 +159,18 @@ def build_parser(run_help_for: str | None = None) -> argparse.ArgumentParser:
                            write OUT/index.html. A failing experiment is recorded as failed and
                            the others still run; the exit code is 1 if any failed. Finished
                            results already in OUT with the same config are reused unless
-                           --force is given. With --launcher ray or slurm each experiment
-                           runs as one job on the cluster (docs/scaling.md)."""),
+                           --force is given. With --parallel N > 1 (the default when --jobs
+                           is above 1) experiments run side by side, each in a fresh
+                           process, keeping up to N cores busy: one that runs sweeps counts
+                           as its --jobs workers, one that times things runs alone
+                           (docs/reproduce.md, "Side by side"). With --launcher ray or slurm
+                           each experiment runs as one job on the cluster
+                           (docs/scaling.md)."""),
                        epilog=_examples("efflab reproduce",
+                                        "efflab reproduce --jobs 2     # two cores' worth "
+                                        "side by side",
+                                        "efflab reproduce --jobs 2 --parallel 1   # one "
+                                        "after another",
                                         "efflab reproduce --profile full --device cuda",
                                         "efflab reproduce --only double-descent-linear "
                                         "--out runs/dd",
@@ -164,6 +178,11 @@ def build_parser(run_help_for: str | None = None) -> argparse.ArgumentParser:
                                         "--ray-address auto --out /shared/runs/full"))
     p.add_argument("--only", nargs="+", action="extend", default=None, metavar="NAME",
                    help="run only these experiments (repeatable: --only A --only B runs both)")
+    p.add_argument("--parallel", type=int, default=None, metavar="N",
+                   help="cores the experiments side by side may keep busy: each a fresh "
+                        "process; one with sweeps counts as --jobs, one that times things "
+                        "runs alone; 1 runs them one after another in this process (default "
+                        "--jobs, at most the usable cores / --threads)")
     _add_common(p, "runs/reproduce", experiments=True)
     p.set_defaults(func=cmd_reproduce)
 
@@ -208,6 +227,23 @@ def _check_run_options(args: argparse.Namespace) -> None:
                          f"got {args.threads}")
     if not str(args.out).strip():
         raise UsageError("--out must name a folder, got an empty string")
+    if hasattr(args, "parallel"):
+        args.slots = _parallel_slots(args, cores)
+
+
+def _parallel_slots(args: argparse.Namespace, cores: int) -> int:
+    """The cores ``efflab reproduce`` keeps busy with experiments side by side
+    (``--parallel``; default ``--jobs``, at most ``cores // --threads``)."""
+    most = max(1, cores // args.threads)
+    if args.parallel is None:
+        return 1 if args.launcher != "local" else min(args.jobs, most)
+    if args.launcher != "local":
+        raise UsageError(f"--parallel needs --launcher local (on {args.launcher} each "
+                         f"experiment is a job of its own), got --launcher {args.launcher}")
+    if not 1 <= args.parallel <= most:
+        raise UsageError(f"--parallel must be in [1, {most}] ({cores} usable cores / "
+                         f"--threads {args.threads}), got {args.parallel}")
+    return args.parallel
 
 
 def _prepare(args: argparse.Namespace, names: list[str], overrides: list[str],
@@ -254,7 +290,9 @@ def _print_record(rec: RunRecord) -> None:
     over = ""
     if rec.budget_s is not None and rec.status != "reused" and rec.wall_time_s > rec.budget_s:
         over = f"  OVER BUDGET ({rec.budget_s:.0f} s)"
-    print(f"  {rec.name:<34} {rec.status:<7} {verdict:<15} {rec.wall_time_s:7.1f} s{over}")
+    beside = f"  beside {', '.join(rec.beside)}" if rec.beside else ""
+    print(f"  {rec.name:<34} {rec.status:<7} {verdict:<15} {rec.wall_time_s:7.1f} s{over}"
+          f"{beside}")
     if rec.error:
         last = rec.error.strip().splitlines()[-1]
         print(f"      error: {last}")
@@ -273,7 +311,8 @@ def summary_lines(records: list[RunRecord]) -> list[str]:
             and r.wall_time_s > r.budget_s]
     if over:
         lines.append("Over budget: " + ", ".join(
-            f"{r.name} ({r.wall_time_s:.0f} s of {r.budget_s:.0f} s)" for r in over))
+            f"{r.name} ({r.wall_time_s:.0f} s of {r.budget_s:.0f} s"
+            f"{', beside ' + ' and '.join(r.beside) if r.beside else ''})" for r in over))
     return lines
 
 
@@ -339,6 +378,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} holds finished results with another profile or config for: "
                          f"{', '.join(stale)}; pass --force to replace them, or another --out")
     cluster = args.sweep_launcher is not None
+    side_by_side = not cluster and args.slots > 1
     where = f"{args.device} on each job's worker" if cluster else device
     print(f"Reproducing {len(planned)} experiment(s), {profile} profile, on {where} -> {out}")
     by_name: dict[str, RunRecord] = {}
@@ -350,8 +390,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             tidy_finished(out / name)
             prev = finished_record(out / name)
             rec = RunRecord(name, "reused", out / name, prev.verdict if prev else None,
-                            prev.wall_time_s if prev else 0.0, budget_s=budget)
-        elif cluster:
+                            prev.wall_time_s if prev else 0.0, budget_s=budget,
+                            beside=tuple(prev.ran_beside) if prev else ())
+        elif cluster or side_by_side:
             to_run.append(run)
             continue
         else:
@@ -361,7 +402,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                               launcher=args.sweep_launcher)
         by_name[name] = rec
         _print_record(rec)
-    if to_run:
+    if to_run and side_by_side:
+        print(f"Running {len(to_run)} experiment(s) side by side on {args.slots} cores, each "
+              f"in its own process (those that time things alone) ...", flush=True)
+        launcher = LocalExperimentLauncher(args.slots, on_start=_start_printer(len(to_run)))
+        for rec in run_as_jobs(to_run, out, launcher, str(device), force=args.force,
+                               jobs=args.jobs, threads=args.threads, on_record=_print_record):
+            by_name[rec.name] = rec
+    elif to_run:
         jobs_on = experiment_launcher(args.sweep_launcher, args.cpus_per_experiment,
                                       args.gpus_per_experiment)
         print(f"Submitting {len(to_run)} experiment(s), one job each, to "
@@ -379,6 +427,22 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             records.append(rec)
             _print_record(rec)
     return _finish(out, records)
+
+
+def _start_printer(total: int):
+    """``on_start`` of the side-by-side launcher: one line as each experiment starts."""
+    started = 0
+
+    def show(task) -> None:
+        nonlocal started
+        started += 1
+        job = task.point
+        budget = "?" if job["budget_s"] is None else f"{job['budget_s']:.0f}"
+        needs = "alone" if job["alone"] else f"{job['cores']} core{'s' * (job['cores'] > 1)}"
+        print(f"[{started}/{total}] {job['experiment']} (budget {budget} s, {needs}) ...",
+              flush=True)
+
+    return show
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -409,6 +409,21 @@ class Experiment:
     #: True when even the smoke run takes more than a few seconds (it generates a data set,
     #: say): the end-to-end test then marks it ``slow``
     smoke_slow: ClassVar[bool] = False
+    #: what a run keeps busy, for ``efflab reproduce``'s scheduling (docs/reproduce.md,
+    #: "Side by side"): ``"jobs"`` (the default, which never oversubscribes the machine: its
+    #: sweep points run in ``--jobs`` worker processes) or ``"one"`` (one process on one core:
+    #: it does its work itself, or runs its sweep with ``jobs=1``)
+    cores: ClassVar[Literal["one", "jobs"]] = "jobs"
+    #: True when its claims, tables or figures time things (latency, throughput): ``efflab
+    #: reproduce`` then runs it with no other experiment beside it
+    timed: ClassVar[bool] = False
+
+    @classmethod
+    def cores_busy(cls, jobs: int) -> int:
+        """The cores a run with ``jobs`` sweep workers keeps busy (see :attr:`cores`)."""
+        if cls.cores not in ("one", "jobs"):
+            raise TypeError(f"{cls.__name__}.cores must be 'one' or 'jobs', got {cls.cores!r}")
+        return 1 if cls.cores == "one" else max(1, int(jobs))
 
     @classmethod
     def smoke_config(cls) -> ExperimentConfig:

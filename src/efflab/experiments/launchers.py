@@ -19,6 +19,10 @@ rerun with the same folder computes only what is missing.
   timed-out job is requeued by Submitit's checkpointing (the point starts again: points are
   the unit of saved work).
 
+Whole experiments run side by side on this machine with :class:`LocalExperimentLauncher`
+(``efflab reproduce --parallel N``): each one a fresh process, as many at a time as their
+declared cores fit in ``N``, one that times things alone (:func:`next_to_start`).
+
 On a cluster the output folder must be on storage every worker sees: the driver writes a probe
 file into the sweep's folder, and a worker that does not see it fails its point with
 :class:`SharedStorageError` before computing anything.
@@ -72,6 +76,9 @@ class Outcome:
 
     index: int
     error: str | None = None
+    #: the indices of the tasks that ran at the same time on this machine (whole
+    #: experiments side by side, :class:`LocalExperimentLauncher`); empty elsewhere
+    beside: tuple[int, ...] = ()
 
 
 class WorkerDied(RuntimeError):
@@ -216,6 +223,184 @@ class LocalLauncher:
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
+
+
+# -- whole experiments side by side on this machine ----------------------------------------
+@dataclass(frozen=True)
+class Need:
+    """What one experiment's job asks of the machine: ``cores`` slots (at most all of them),
+    and ``alone``: nothing else may run beside it (it times things)."""
+
+    cores: int = 1
+    alone: bool = False
+
+    @classmethod
+    def of(cls, job: dict[str, Any]) -> Need:
+        return cls(int(job.get("cores", 1)), bool(job.get("alone", False)))
+
+
+def next_to_start(pending: Sequence[Need], running: Sequence[Need], slots: int
+                  ) -> int | None:
+    """The position in ``pending`` (in order of preference) of the job to start now beside
+    the ``running`` ones on ``slots`` slots, or None: the first that fits. A job that must
+    run alone fits only when nothing runs, and while one waits at the head nothing else
+    starts (so that it gets the machine as soon as the running jobs end); nothing starts
+    beside a job that runs alone."""
+    if any(r.alone for r in running):
+        return None
+    free = slots - sum(min(r.cores, slots) for r in running)
+    for i, need in enumerate(pending):
+        if need.alone:
+            if not running:
+                return i
+            if i == 0:
+                return None
+            continue
+        if min(need.cores, slots) <= free:
+            return i
+    return None
+
+
+#: what the fork server of the experiments' processes imports once, before any fork
+_PRELOAD = ["torch", "efflab.experiments.runner"]
+
+
+def _experiment_context() -> Any:
+    """Where the experiments' processes come from: a fork server where there is one (Linux,
+    macOS), which imports torch and efflab once; each process is a fork of it, so it starts
+    in milliseconds instead of the seconds of a torch import, and it is fresh all the same:
+    no experiment ever ran in the server. Elsewhere ``spawn``."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
+
+
+def _exit_with_the_driver() -> None:
+    """Exit the moment the process that started this one dies. Not through the parent pid
+    or a death signal: under the fork server the parent is the server, which lives on as
+    long as any of its forks does; but the driver holds the other end of a pipe whose end
+    here (``multiprocessing.parent_process().sentinel``) becomes readable when it dies."""
+    import multiprocessing.connection
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="efflab-driver-watchdog").start()
+
+
+def _experiment_process(fn: PointFn, point: dict[str, Any], path: str, threads: int) -> None:
+    """The body of one experiment's process: ``threads`` torch threads, exits with the
+    driver, shows no progress bars (two bars side by side would garble the terminal),
+    writes ``path`` as a sweep point does, or the error beside it as ``path + ".error"``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _exit_with_the_driver()
+    from efflab.progress import set_quiet
+
+    set_quiet(True)
+    from efflab.experiments.sweep import _compute
+
+    try:
+        _compute(fn, point, path)
+    except KeyboardInterrupt:
+        sys.exit(130)  # Ctrl-C: the driver says so, once, rather than a traceback from each
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which records it
+        from efflab.io import atomic_write_text
+
+        atomic_write_text(path + ".error", _format_error(e))
+        sys.exit(1)
+
+
+def _exit_error(process: Any, path: str) -> str | None:
+    """None when ``process`` wrote its result ``path``, else why not."""
+    if process.exitcode == 0 and os.path.exists(path):
+        return None
+    with contextlib.suppress(OSError):
+        return Path(path + ".error").read_text(encoding="utf-8")
+    code = process.exitcode
+    how = f"was killed by signal {-code}" if code is not None and code < 0 else \
+        f"exited with code {code}"
+    return f"its process (pid {process.pid}) {how} before writing its result"
+
+
+@dataclass
+class LocalExperimentLauncher:
+    """Whole experiments as jobs on this machine (``efflab reproduce --parallel N``): each
+    one in a fresh process (a fork of a server that only imported torch and efflab, see
+    :func:`_experiment_context`: torch's thread settings, seeds and global state do not
+    carry over from one experiment to another), up to ``slots`` cores' worth of them at a
+    time.
+
+    A job's dict says what it needs (:class:`Need`: ``cores``, ``alone``); jobs start in the
+    order :func:`next_to_start` picks from: those that run alone first, then by
+    ``budget_s``, longest first (ties: the order given). ``on_start(task)`` is called as
+    each starts. Each outcome names in ``beside`` the jobs that ran at the same time. A job
+    that raises or whose process dies is reported with its error, the others go on; when
+    the caller stops (Ctrl-C), the running processes are terminated (and their sweep
+    workers exit with them).
+    """
+
+    slots: int
+    on_start: Callable[[PointTask], None] | None = None
+    name: str = field(default="local", init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.slots, bool) or not isinstance(self.slots, int) or self.slots < 1:
+            raise ConfigError(f"slots must be an integer >= 1, got {self.slots!r}")
+
+    def describe(self, per: str = "job") -> str:
+        return f"this machine ({self.slots} cores, a fresh process a {per})"
+
+    def execute(self, fn: PointFn, tasks: Sequence[PointTask], folder: Path
+                ) -> Iterator[Outcome]:
+        import multiprocessing.connection
+
+        ctx = _experiment_context()
+        pending = sorted(tasks, key=lambda t: (not Need.of(t.point).alone,
+                                               -float(t.point.get("budget_s") or 0.0)))
+        running: dict[int, tuple[Any, PointTask]] = {}
+        beside: dict[int, set[int]] = {}
+        try:
+            while pending or running:
+                while (i := next_to_start([Need.of(t.point) for t in pending],
+                                          [Need.of(t.point) for _, t in running.values()],
+                                          self.slots)) is not None:
+                    task = pending.pop(i)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(task.path + ".error")  # a previous run's
+                    process = ctx.Process(
+                        target=_experiment_process, name=f"efflab-job-{task.index}",
+                        args=(fn, task.point, task.path, int(task.point.get("threads", 1))))
+                    process.start()
+                    beside[task.index] = set(running)
+                    for other in running:
+                        beside[other].add(task.index)
+                    running[task.index] = (process, task)
+                    if self.on_start is not None:
+                        self.on_start(task)
+                # (with nothing running, next_to_start always picks one: running is not empty)
+                multiprocessing.connection.wait([p.sentinel for p, _ in running.values()])
+                for index in [k for k, (p, _) in running.items() if not p.is_alive()]:
+                    process, task = running.pop(index)
+                    process.join()
+                    yield Outcome(index, _exit_error(process, task.path),
+                                  tuple(sorted(beside.pop(index))))
+        finally:
+            for process, _ in running.values():
+                process.terminate()
+            for process, _ in running.values():
+                process.join(5)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
 
 
 # -- Ray -----------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ class ResultRecord:
     ``config`` is the exact config (plain data): ``efflab run NAME --config results.json``
     runs it again. ``environment`` is :func:`efflab.measure.machine.machine_info` plus the
     numpy version and the git commit. ``table_files``: the tables as CSV files beside it.
+    ``ran_beside``: the experiments that ran at the same time (then ``wall_time_s`` was
+    measured beside them).
     """
 
     experiment: str
@@ -70,6 +72,9 @@ class ResultRecord:
     started: str
     finished: str
     table_files: list[str] = field(default_factory=list)
+    #: the experiments that ran at the same time on this machine (``efflab reproduce
+    #: --parallel``): the wall time is then not that of a run alone
+    ran_beside: list[str] = field(default_factory=list)
     format: int = FORMAT
 
     # -- derived figures the report and the terminal summary show ------------------------
@@ -180,6 +185,8 @@ def _parse(data: Any, where: str | os.PathLike) -> ResultRecord:
         finished=get("finished", is_str, "a string", default=""),
         table_files=get("table_files", lambda v: isinstance(v, list) and all(map(_safe_name, v)),
                         "a list of file names inside the folder", default=[]),
+        ran_beside=get("ran_beside", lambda v: isinstance(v, list) and all(map(is_str, v)),
+                       "a list of experiment names", default=[]),
         format=int(fmt),
     )
 

@@ -23,7 +23,10 @@ the records back. A job that dies (its worker lost, a Slurm job cancelled, ``--o
 visible there) is recorded as a failed result by the driver, keeping the working folder and
 its sweep points for the next run. Inside a Ray job the experiment's sweep points are Ray
 tasks again; inside a Slurm job they run in the job, ``jobs`` local workers (see
-docs/scaling.md, "Whole experiments as jobs").
+docs/scaling.md, "Whole experiments as jobs"). The same path runs experiments side by side
+on this machine (``efflab reproduce --parallel N``, docs/reproduce.md "Side by side"): each
+job a fresh local process, as many at a time as their declared cores fit in ``N``, a timed
+experiment alone; a process that dies is recorded as failed in the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import dataclasses
 import datetime as _dt
 import functools
 import os
+import pickle
 import random
 import re
 import shutil
@@ -91,6 +95,8 @@ class RunRecord:
     wall_time_s: float
     error: str | None = None
     budget_s: float | None = None
+    #: the experiments that ran at the same time (``efflab reproduce --parallel``)
+    beside: tuple[str, ...] = ()
 
 
 def check_device_name(device: str) -> str:
@@ -384,10 +390,15 @@ def run_as_jobs(runs: list[PlannedRun], out: Path, launcher: Any, device: str = 
                 cpus_per_experiment: float | None = None,
                 gpus_per_experiment: float | None = None,
                 on_record: Any = None) -> list[RunRecord]:
-    """Run each planned experiment as one job of the cluster ``launcher`` (a
-    :class:`~efflab.experiments.launchers.RayLauncher` or
-    :class:`~efflab.experiments.launchers.SlurmLauncher`) and return their records in the
-    order of ``runs``; ``on_record(record)`` is called as each ends.
+    """Run each planned experiment as one job of ``launcher`` and return their records in the
+    order of ``runs``; ``on_record(record)`` is called as each ends. ``launcher``: a cluster
+    (a :class:`~efflab.experiments.launchers.RayLauncher` or
+    :class:`~efflab.experiments.launchers.SlurmLauncher`), or this machine
+    (:class:`~efflab.experiments.launchers.LocalExperimentLauncher`: each experiment a fresh
+    process, side by side as their :meth:`~efflab.experiments.base.Experiment.cores_busy`
+    and :attr:`~efflab.experiments.base.Experiment.timed` allow, their sweeps on ``jobs``
+    local workers; each record names in ``ran_beside`` the experiments that ran at the same
+    time).
 
     Each job requests ``cpus_per_experiment`` CPUs and ``gpus_per_experiment`` GPUs (see
     :func:`~efflab.experiments.launchers.experiment_launcher` for the defaults). On Ray the
@@ -397,10 +408,18 @@ def run_as_jobs(runs: list[PlannedRun], out: Path, launcher: Any, device: str = 
     reuses. A job that fails (its worker died, ``out`` not visible there) is recorded in
     ``out/NAME`` as a failed result with the launcher's error; the others go on.
     """
-    from efflab.experiments.launchers import PointTask, RayLauncher, experiment_launcher
+    from efflab.experiments.launchers import (
+        LocalExperimentLauncher,
+        PointTask,
+        RayLauncher,
+        experiment_launcher,
+    )
 
-    job_launcher = experiment_launcher(launcher, cpus_per_experiment, gpus_per_experiment)
-    sweep_launcher = launcher if isinstance(launcher, RayLauncher) else None
+    if isinstance(launcher, LocalExperimentLauncher):
+        job_launcher, sweep_launcher = launcher, None
+    else:
+        job_launcher = experiment_launcher(launcher, cpus_per_experiment, gpus_per_experiment)
+        sweep_launcher = launcher if isinstance(launcher, RayLauncher) else None
     folder = out / JOBS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     names = [r.experiment.name for r in runs]
@@ -412,20 +431,58 @@ def run_as_jobs(runs: list[PlannedRun], out: Path, launcher: Any, device: str = 
     for i, run in enumerate(runs):
         path = folder / f"{run.experiment.name}.json"
         path.unlink(missing_ok=True)  # a previous run's summary
+        exp = run.experiment
+        budget = exp.budget_s.get(run.profile)
         tasks.append(PointTask(i, {
-            "experiment": run.experiment.name, "out": str(out), "device": device,
+            "experiment": exp.name, "out": str(out), "device": device,
             "force": bool(force), "jobs": int(jobs), "threads": int(threads),
-            "tensorboard": os.environ.get(TENSORBOARD_ENV)}, str(path)))
-    fn = functools.partial(run_experiment_job, runs={r.experiment.name: r for r in runs},
-                           sweep_launcher=sweep_launcher)
+            "tensorboard": os.environ.get(TENSORBOARD_ENV),
+            # what it asks of the machine, for the local launcher's scheduling
+            "cores": exp.cores_busy(jobs), "alone": bool(exp.timed),
+            "budget_s": None if budget is None else float(budget)}, str(path)))
+    by_name: Mapping[str, PlannedRun] = {r.experiment.name: r for r in runs}
+    if isinstance(launcher, LocalExperimentLauncher):
+        by_name = _RunsByName(runs)
+    fn = functools.partial(run_experiment_job, runs=by_name, sweep_launcher=sweep_launcher)
     records: list[RunRecord | None] = [None] * len(runs)
     submitted = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     for outcome in job_launcher.execute(fn, tasks, folder):
         rec = _collect_job(runs[outcome.index], out, outcome.error, job_launcher, submitted)
+        if outcome.beside:
+            rec = _note_beside(rec, [runs[j].experiment.name for j in outcome.beside])
         records[outcome.index] = rec
         if on_record is not None:
             on_record(rec)
     return [r for r in records if r is not None]
+
+
+class _RunsByName(Mapping):
+    """Planned runs by name, each pickled on its own: a local experiment's process unpickles,
+    and so imports the module of, only its own experiment (importing every suite module costs
+    each process a second or two more)."""
+
+    def __init__(self, runs: list[PlannedRun]):
+        self._pickled = {r.experiment.name: pickle.dumps(r) for r in runs}
+
+    def __getitem__(self, name: str) -> PlannedRun:
+        return pickle.loads(self._pickled[name])
+
+    def __iter__(self):
+        return iter(self._pickled)
+
+    def __len__(self) -> int:
+        return len(self._pickled)
+
+
+def _note_beside(rec: RunRecord, names: list[str]) -> RunRecord:
+    """Write into ``rec``'s ``results.json`` (atomically) which experiments ran beside it."""
+    try:
+        record = load_record(rec.folder / RESULTS)
+    except RecordError:
+        return rec
+    record.ran_beside = list(names)
+    record.save(rec.folder)
+    return dataclasses.replace(rec, beside=tuple(names))
 
 
 def _collect_job(run: PlannedRun, out: Path, error: str | None, launcher: Any,

@@ -94,13 +94,19 @@ def _scroll(table_html: str) -> str:
     return f'<div class="scroll">{table_html}</div>'
 
 
+def _beside(rec: ResultRecord) -> str:
+    """Which experiments ran at the same time (``reproduce --parallel``), or ''."""
+    return f"beside {', '.join(rec.ran_beside)}" if rec.ran_beside else ""
+
+
 def _wall(rec: ResultRecord) -> str:
     text = _fmt_time(rec.wall_time_s)
+    beside = f'<div class="note">{escape(_beside(rec))}</div>' if rec.ran_beside else ""
     if rec.budget_s is None:
-        return text
+        return text + beside
     over = rec.over_budget
     return (f'{text}<div class="note{" over" if over else ""}">budget {_fmt_time(rec.budget_s)}'
-            f'{" (over budget)" if over else ""}</div>')
+            f'{" (over budget)" if over else ""}</div>{beside}')
 
 
 def _overview(records: list[tuple[str, ResultRecord]]) -> str:
@@ -161,7 +167,8 @@ def _section(folder: Path, d: str, rec: ResultRecord, warn: Callable[[str], None
     meta = [f"profile <b>{escape(rec.profile)}</b>", f"seed {escape(str(rec.seed))}",
             f"wall time {_fmt_time(rec.wall_time_s)}"
             + (f" (budget {_fmt_time(rec.budget_s)}{', over' if rec.over_budget else ''})"
-               if rec.budget_s is not None else ""),
+               if rec.budget_s is not None else "")
+            + (f", {escape(_beside(rec))}" if rec.ran_beside else ""),
             f"device {escape(str(rec.environment.get('device_name', '?')))}",
             f"{passed} of {total} reproductions reproduced"]
     parts.append(f'<p class="note">{" · ".join(meta)}</p>')
@@ -230,6 +237,9 @@ def build_report(folder: str | Path, title: str = "efflab reproduction report",
                       if rec.environment.get("device_name")})
     total = sum(rec.wall_time_s for _, rec in records)
     over = [rec.experiment for _, rec in records if rec.over_budget]
+    # side by side, the experiments' wall times add up to more than the time it took
+    side_by_side = ("summed (some ran side by side) "
+                    if any(rec.ran_beside for _, rec in records) else "total ")
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     count_html = "".join(f"<span>{_badge(k)} × {v}</span>" for k, v in counts.items() if v)
     over_html = (f'<p class="note over">over budget: {escape(", ".join(over))}</p>'
@@ -241,7 +251,7 @@ def build_report(folder: str | Path, title: str = "efflab reproduction report",
 <title>{escape(title)}</title><style>{_CSS}</style></head><body>
 <h1>{escape(title)}</h1>
 <p class="sub">{len(records)} experiments · profile {escape(", ".join(profiles))} ·
-device {escape(", ".join(devices))} · total wall time {_fmt_time(total)} · built {now}</p>
+device {escape(", ".join(devices))} · {side_by_side}wall time {_fmt_time(total)} · built {now}</p>
 <p class="counts">{count_html}</p>{over_html}
 <p class="note">Only reproductions (a paper's claim checked against data generated here)
 decide an experiment's verdict; properties check our own code (a failure is a bug: the

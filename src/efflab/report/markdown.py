@@ -37,6 +37,8 @@ def experiment_markdown(record: ResultRecord) -> str:
     """The ``report.md`` of one run."""
     budget = f" (budget {record.budget_s:.0f} s)" if record.budget_s is not None else ""
     over = " **over budget**" if record.over_budget else ""
+    if record.ran_beside:
+        over += f" (beside {', '.join(record.ran_beside)})"
     passed, total = record.reproductions_passed
     lines = [f"# {record.experiment}", "", f"Paper: {record.paper}", "",
              f"Checks: {record.checks}", "",

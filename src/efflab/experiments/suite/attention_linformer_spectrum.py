@@ -157,6 +157,7 @@ class LinformerSpectrum(Experiment):
     Config = Config
     # measured 2026-12-01 on the shared 2-core VM (see docs/attention.md)
     budget_s = {"quick": 70.0, "full": 3 * 3600.0}
+    cores = "one"  # no sweep: one process
     #: seconds-long overrides for the end-to-end test of every experiment
     smoke = {"min_length": 20, "max_length": 60, "num_train": 60, "num_test": 30, "embed_dim": 8,
              "num_heads": 2, "mlp_dim": 16, "steps": 2, "batch_size": 4, "eval_examples": 3,

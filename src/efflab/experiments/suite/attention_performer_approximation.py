@@ -316,6 +316,7 @@ class PerformerApproximation(Experiment):
     Config = Config
     # measured 2026-12-01 on the shared 2-core VM (see docs/attention.md)
     budget_s = {"quick": 30.0, "full": 900.0}
+    cores = "one"  # no sweep: one process
     #: seconds-long overrides for the end-to-end test of every experiment
     smoke = {"head_dim": 4, "kernel_features": 4, "kernel_draws": 3000, "norms": (0.3, 0.5),
              "angles": 4, "bootstrap": 200, "max_relative_se": 0.05, "seq_len": 32,

@@ -98,6 +98,7 @@ class DoubleDescentLinear(Experiment):
               "peaks at p = n and descends again")
     Config = DoubleDescentLinearConfig
     budget_s = {"quick": 30.0, "full": 600.0}
+    cores = "one"  # no sweep: one process
     smoke = {"trials": 40, "grid_points": 12, "n": 16, "d": 40, "support": 4}
 
     def run(self, config: DoubleDescentLinearConfig, ctx: RunContext) -> dict[str, Any]:

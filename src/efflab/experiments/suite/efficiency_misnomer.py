@@ -258,6 +258,9 @@ class EfficiencyMisnomer(Experiment):
               "FLOPs and speed rankings flip")
     Config = EfficiencyMisnomerConfig
     budget_s = {"quick": 120.0, "full": 3600.0}
+    #: one process, and its claims compare latencies: run alone
+    cores = "one"
+    timed = True
     #: seconds-long overrides for the end-to-end test of every experiment
     smoke = {"embed_dim": 16, "num_heads": 2, "seq_len": 16, "long_seq_len": 32, "batch_size": 2,
              "batch_sizes": (1, 2), "share_depth": 3, "moe_experts": (2, 4), "linformer_k": 4,

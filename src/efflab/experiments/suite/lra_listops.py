@@ -289,6 +289,10 @@ class LRAListOps(Experiment):
               "every cost indicator")
     Config = LRAListOpsConfig
     budget_s = {"quick": 150.0, "full": 4 * 3600.0}
+    #: its sweep runs with jobs=1 (one core), and its table and figure compare the models'
+    #: latency and throughput: run alone
+    cores = "one"
+    timed = True
     #: seconds-long overrides for the end-to-end test of every experiment
     smoke = {"min_length": 20, "max_length": 60, "num_train": 64, "num_val": 8, "num_test": 32,
              "embed_dim": 8, "mlp_dim": 16, "linformer_k": 8, "performer_features": 8, "steps": 2,

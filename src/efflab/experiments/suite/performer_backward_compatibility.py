@@ -226,6 +226,9 @@ class PerformerBackwardCompatibility(Experiment):
               "its training steps, faster than a Performer from scratch")
     Config = Config
     budget_s = {"quick": 180.0, "full": 7200.0}
+    #: no sweep: one process (its seconds column is each training run's wall time, shown,
+    #: not a timing claim)
+    cores = "one"
     #: seconds-long overrides for the end-to-end test of every experiment
     smoke = {"files": ("keyword.py", "bisect.py", "heapq.py"), "seq_len": 16, "batch": 2,
              "n_layer": 1, "n_embd": 16, "n_head": 2, "num_features": 8, "pretrain_steps": 4,
