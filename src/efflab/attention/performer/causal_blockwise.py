@@ -118,8 +118,8 @@ class _Span:
         return _exp0(self.r_in[..., 0] - self.g).view(-1, self.c, 1)
 
     def after(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(kv, ks, r, g_last) after the span (copies: the span's buffers can go)."""
-        return self.kv[-1].clone(), self.ks[-1].clone(), self.g[-1, :, -1:].clone(), self.g_last
+        """(kv, ks, r, g_last) after the span (views into the span's buffers)."""
+        return self.kv[-1], self.ks[-1], self.g[-1, :, -1:], self.g_last
 
     def reverse_states(self, ds: Tensor, a: Tensor, right: Tensor) -> Tensor:
         """(chunks + 1, rows, m, f): [i] the gradient of the state entering chunk i, [chunks]
@@ -185,7 +185,8 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
         group, span = _group_and_span(chunk)
         states = []                              # (kv, ks, r, g_last) at each group's start
         for g_lo in range(0, n, group):
-            states.append((kv, ks, r, g_last))
+            # copies: the views would keep a span's buffers alive
+            states.append((kv.clone(), ks.clone(), r.clone(), g_last))
             for lo, hi, c in _spans(g_lo, min(g_lo + group, n), chunk, span):
                 sp = _Span(lo, hi, c, y, v, wt, pad, sq, kv, ks, r, g_last)
                 a = _query_span(_chunks(x, lo, hi, c), wt).view(-1, c, m)
@@ -268,7 +269,7 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
                 db.baddbmm_(vb * fold, later_kv.transpose(1, 2))
                 db.baddbmm_(fold, later_ks.transpose(1, 2))
                 dvb.add_(torch.bmm(b, later_kv).mul_(fold))
-                dkv, dks = gkv[0].clone(), gks[0].clone()
+                dkv, dks = gkv[0], gks[0]
                 _unchunk(dv, lo, hi, dvb)
                 dzk = db.mul_(b)  # padded keys: b = 0
                 yk = _chunks(y, lo, hi, c).view(-1, c, y.shape[-1])
