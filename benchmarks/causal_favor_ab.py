@@ -44,18 +44,19 @@ def load_old(rev: str):
     return mod
 
 
-def fwd_bwd(fn, q, k, v, cot) -> float:
+def fwd_bwd(fn, q, k, v, cot, clock) -> float:
     q.grad = k.grad = v.grad = None
-    t0 = time.perf_counter()
+    t0 = clock()
     fn(q, k, v).backward(cot)
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[4096])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--old", default="main", help="git revision of the old side")
+    ap.add_argument("--old", nargs="+", default=["main"],
+                    help="git revisions of the old sides (the first is the ratios' base)")
     ap.add_argument("--span", type=int, nargs="*", default=[],
                     help="SPAN_POSITIONS values for the new side (default: the module's)")
     ap.add_argument("--chunk", type=int, nargs="+", default=[64],
@@ -63,28 +64,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--features", type=int, default=256)
     ap.add_argument("--no-sdpa", action="store_true")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                    help="cpu: the process's CPU time (one thread: the time it ran, not the "
+                         "time other processes had the core), wall: perf_counter")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    old = load_old(args.old)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    olds = {rev: load_old(rev) for rev in args.old}
+    base = f"old({args.old[0]})"
     d = 64
     root = d ** -0.25
-    spans = args.span or [causal_blockwise.SPAN_POSITIONS]
-    default_span = causal_blockwise.SPAN_POSITIONS
+    default_span = getattr(causal_blockwise, "SPAN_POSITIONS", None)
+    spans = args.span or [default_span]
 
     def new_with(span, chunk):
         def run(q, k, v):
-            causal_blockwise.SPAN_POSITIONS = span
+            if span is not None:
+                causal_blockwise.SPAN_POSITIONS = span
             try:
                 return causal_blockwise.blockwise_causal_positive_favor(q, k, v, w, None,
                                                                         chunk, root)
             finally:
-                causal_blockwise.SPAN_POSITIONS = default_span
+                if span is not None:
+                    causal_blockwise.SPAN_POSITIONS = default_span
         return run
 
     sides = {f"new(span={s},chunk={c})": new_with(s, c) for s in spans for c in args.chunk}
-    sides["old"] = lambda q, k, v: old.blockwise_causal_positive_favor(q, k, v, w, None,
-                                                                       args.chunk[0], root)
+    for rev, mod in olds.items():
+        sides[f"old({rev})"] = (lambda mod: lambda q, k, v: mod.blockwise_causal_positive_favor(
+            q, k, v, w, None, args.chunk[0], root))(mod)
     if not args.no_sdpa:
         sides["sdpa"] = lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(
             q, k, v, is_causal=True)
@@ -98,22 +107,22 @@ def main(argv: list[str] | None = None) -> int:
         cot = torch.randn(1, args.heads, n, d, generator=gen)
         times = {name: [] for name in sides}
         for name, fn in sides.items():  # warm-up
-            fwd_bwd(fn, q, k, v, cot)
+            fwd_bwd(fn, q, k, v, cot, clock)
         names = list(sides)
         for i in range(args.rounds):  # the order rotates: no side always follows another
             for name in names[i % len(names):] + names[:i % len(names)]:
-                times[name].append(fwd_bwd(sides[name], q, k, v, cot))
+                times[name].append(fwd_bwd(sides[name], q, k, v, cot, clock))
         med = {name: statistics.median(t) for name, t in times.items()}
         results[n] = {"median_s": med, "times_s": times}
         print(f"n = {n}: " + ", ".join(f"{k} {s:.3f} s" for k, s in med.items()))
         for name in sides:
-            if name.startswith("new"):
-                line = f"  {name}: new/old {med[name] / med['old']:.3f}"
+            if name != base:
+                line = f"  {name}: /{base} {med[name] / med[base]:.3f}"
                 if "sdpa" in med:
                     line += f", /sdpa {med[name] / med['sdpa']:.3f}"
                 print(line)
         if "sdpa" in med:
-            print(f"  old/sdpa {med['old'] / med['sdpa']:.3f}")
+            print(f"  {base}/sdpa {med[base] / med['sdpa']:.3f}")
     load_after = read_loadavg()
     print(f"loadavg before {load_before}, after {load_after}")
     if args.out is not None:
