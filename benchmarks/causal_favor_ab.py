@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         results[n] = {"median_s": med, "times_s": times}
         print(f"n = {n}: " + ", ".join(f"{k} {s:.3f} s" for k, s in med.items()))
         for name in sides:
-            if name not in (base, "sdpa"):
+            if name != base:
                 line = f"  {name}: /{base} {med[name] / med[base]:.3f}"
                 if "sdpa" in med:
                     line += f", /sdpa {med[name] / med['sdpa']:.3f}"

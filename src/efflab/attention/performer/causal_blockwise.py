@@ -73,14 +73,12 @@ def _with_ones(v: Tensor) -> Tensor:
     return torch.cat([v, v.new_ones(*v.shape[:-1], 1)], -1)
 
 
-def _advance(kv: Tensor, b: Tensor, v1: Tensor, g: Tensor, r: Tensor, r_new: Tensor,
-             out: Tensor | None = None) -> Tensor:
-    """The state after a chunk: kv exp(r - r_new) + b^T (exp(g - r_new) [v, 1]), written
-    into ``out`` when given, else into kv."""
+def _advance(kv: Tensor, b: Tensor, v1: Tensor, g: Tensor, r: Tensor, r_new: Tensor
+             ) -> Tensor:
+    """The state after a chunk: kv exp(r - r_new) + b^T (exp(g - r_new) [v, 1])."""
     fold = _exp0(g - r_new)[..., None]          # (rows, c, 1)
     rescale = _exp0(r - r_new)[..., None]       # (rows, 1, 1)
-    kv = kv.mul_(rescale) if out is None else torch.mul(kv, rescale, out=out)
-    return kv.baddbmm_(b.transpose(1, 2), v1 * fold)
+    return (kv * rescale).baddbmm_(b.transpose(1, 2), v1 * fold)
 
 
 class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
@@ -104,8 +102,8 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
         states = []                              # (kv, r, g_last) at each group's start
         for lo in range(0, n, chunk):
             hi = min(lo + chunk, n)
-            if lo % group == 0:  # a copy: kv is then updated in place
-                states.append((kv.clone(), r, g_last))
+            if lo % group == 0:
+                states.append((kv, r, g_last))
             pb = None if pad is None else pad[:, lo:hi]
             b, g, g_raw = _key_chunk(y[:, lo:hi], wt, g_last, pb, sq)
             a = _query_chunk(x[:, lo:hi], wt)
@@ -152,22 +150,17 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
         r_next = None                            # r of the chunk after the current one
         for gi in reversed(range(kv0.shape[1])):
             g_lo = gi * group
-            saved = kvs = None  # the last group's buffers go before this group's are made
             kv, r, g_last = kv0[:, gi], r0[:, gi], gl0[:, gi]
-            # forward order: the keys' features and the state entering each chunk (into one
-            # buffer per group, not one allocation per chunk)
-            los = range(g_lo, min(g_lo + group, n), chunk)
-            kvs = kv.new_empty(len(los), *kv.shape)
-            kvs[0] = kv
+            # forward order: the keys' features and the state entering each chunk
             saved = []
-            for i, lo in enumerate(los):
+            for lo in range(g_lo, min(g_lo + group, n), chunk):
                 hi = min(lo + chunk, n)
                 pb = None if pad is None else pad[:, lo:hi]
                 b, g, g_raw = _key_chunk(y[:, lo:hi], wt, g_last, pb, sq)
-                saved.append((lo, hi, b, g, kvs[i], r))
+                v1 = _with_ones(v[:, lo:hi])
+                saved.append((lo, hi, b, g, kv, r))
                 r_new = g[:, -1:]
-                if i + 1 < len(los):
-                    _advance(kvs[i], b, _with_ones(v[:, lo:hi]), g, r, r_new, kvs[i + 1])
+                kv = _advance(kv, b, v1, g, r, r_new)
                 r, g_last = r_new, g_raw[:, -1:]
             for lo, hi, b, g, kv, r in reversed(saved):
                 sl = slice(lo, hi)
