@@ -4,12 +4,13 @@ Forward + backward of ``blockwise_causal_positive_favor`` as this checkout has i
 as the git revision ``--old`` had it ("old", loaded from ``git show``), and
 ``scaled_dot_product_attention(q, k, v, is_causal=True)``, alternated round by round in one
 process (issue #21, target 3: a shared machine changes speed between processes, so only the
-ratios of one run count). Each ``--span`` value runs the new path with that many positions per
-batched span (``SPAN_POSITIONS``). Prints per-length medians and ratios, and the load average
-before and after; ``--out`` also writes them as JSON.
+ratios of one run count); several ``--old`` revisions and ``--chunk`` sizes can be compared in
+the same rounds. Times are the process's CPU time by default (one thread: on a shared machine
+the time it ran, not the time others had the core). Prints per-length medians and ratios, and
+the load average before and after; ``--out`` also writes them as JSON.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/causal_favor_ab.py --lengths 4096 \\
-        --rounds 3 --old 6c910dd --span 128 256 512
+        --rounds 11 --old 6c910dd
 """
 
 from __future__ import annotations
@@ -57,8 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--old", nargs="+", default=["main"],
                     help="git revisions of the old sides (the first is the ratios' base)")
-    ap.add_argument("--span", type=int, nargs="*", default=[],
-                    help="SPAN_POSITIONS values for the new side (default: the module's)")
     ap.add_argument("--chunk", type=int, nargs="+", default=[64],
                     help="chunk sizes for the new side (the old side uses the first)")
     ap.add_argument("--heads", type=int, default=8)
@@ -75,25 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     base = f"old({args.old[0]})"
     d = 64
     root = d ** -0.25
-    default_span = getattr(causal_blockwise, "SPAN_POSITIONS", None)
-    spans = args.span or [default_span]
 
-    def new_with(span, chunk):
-        def run(q, k, v):
-            if span is not None:
-                causal_blockwise.SPAN_POSITIONS = span
-            try:
-                return causal_blockwise.blockwise_causal_positive_favor(q, k, v, w, None,
-                                                                        chunk, root)
-            finally:
-                if span is not None:
-                    causal_blockwise.SPAN_POSITIONS = default_span
-        return run
+    def favor(mod, chunk):
+        return lambda q, k, v: mod.blockwise_causal_positive_favor(q, k, v, w, None, chunk,
+                                                                   root)
 
-    sides = {f"new(span={s},chunk={c})": new_with(s, c) for s in spans for c in args.chunk}
+    sides = {f"new(chunk={c})": favor(causal_blockwise, c) for c in args.chunk}
     for rev, mod in olds.items():
-        sides[f"old({rev})"] = (lambda mod: lambda q, k, v: mod.blockwise_causal_positive_favor(
-            q, k, v, w, None, args.chunk[0], root))(mod)
+        sides[f"old({rev})"] = favor(mod, args.chunk[0])
     if not args.no_sdpa:
         sides["sdpa"] = lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(
             q, k, v, is_causal=True)
@@ -106,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                    for _ in range(3))
         cot = torch.randn(1, args.heads, n, d, generator=gen)
         times = {name: [] for name in sides}
-        for name, fn in sides.items():  # warm-up
+        for fn in sides.values():  # warm-up
             fwd_bwd(fn, q, k, v, cot, clock)
         names = list(sides)
         for i in range(args.rounds):  # the order rotates: no side always follows another
@@ -116,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         results[n] = {"median_s": med, "times_s": times}
         print(f"n = {n}: " + ", ".join(f"{k} {s:.3f} s" for k, s in med.items()))
         for name in sides:
-            if name != base:
+            if name not in (base, "sdpa"):
                 line = f"  {name}: /{base} {med[name] / med[base]:.3f}"
                 if "sdpa" in med:
                     line += f", /sdpa {med[name] / med['sdpa']:.3f}"
