@@ -191,6 +191,9 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
                 dzk = db.mul_(b)  # padded keys: b = 0
                 dy[:, sl] = (dzk @ ws).sub_(dzk.sum(-1, keepdim=True).mul_(sq) * y[:, sl])
                 r_next = r
+            # the last chunk's (rows x c x m) temporaries go before the next group's keys and
+            # states are made: that is when the backward holds the most
+            del a, p, dp, da, db, dzk
         return dx, dy, dv, None, None, None, None
 
 
