@@ -6,18 +6,25 @@ g the running key max of :mod:`.features` (so no output depends on a future key,
 through the stabilizer). The sequence is cut into chunks of ``chunk_size`` positions; for each
 chunk the features of its queries and keys are computed, the part inside the chunk is a masked
 (chunk x chunk) product, and what the earlier chunks contribute comes from the running
-(m x e) state kv = sum_j exp(g_j - r) b_j v_j^T and the (m) normalizer ks, r being g at the end
-of the previous chunk. No (seq x m) matrix is ever held.
+(m x (e + 1)) state kv = sum_j exp(g_j - r) b_j [v_j, 1]^T, r being g at the end of the previous
+chunk. No (seq x m) matrix is ever held. The normalizer is the state's last column: each
+chunk's values get a column of ones ((chunk x (e + 1)), made per chunk), so every state product
+is one product where a separate normalizer would add a matrix-vector product that reads the
+same (chunk x m) features again (measured with ``benchmarks/causal_favor_ab.py``: see
+docs/attention.md). The chunks go one at a time: a (8 heads x 64 x 256) feature block is 512
+KiB, a core's L2 on the machine measured; batching the chunks of 256 to 1024 positions into
+single products (tried, 2026-12-02) was 4-15% slower there.
 
 The backward recomputes the features. It runs over groups of :data:`GROUP_POSITIONS`
 positions from the last to the first: for a group it first rebuilds, in forward order, the
 keys' features and the state entering each of its chunks (from the state the forward pass kept
 at the group's start), then walks the chunks backwards with the reverse state
-dkv = sum_{t after} exp(r - g_t) a_t^T dnum_t (the gradient of the entering state). What is
-kept between the passes: the inputs, g, the output, its denominator and one (m x e) state per
-group (seq / 1024 of them), against the (seq x m) feature matrices and the full backward
-scans of :class:`~efflab.attention.performer.favor._CausalPositiveFavor`, the prefix-sum path
-kept beside it as the reference. Double backward (``create_graph=True``) differentiates the
+dkv = sum_{t after} exp(r - g_t) a_t^T [dnum_t, dden_t] (the gradient of the entering state).
+What is kept between the passes: the inputs, the output, its denominator and one
+(m x (e + 1)) state per group (seq / 1024 of them), against the (seq x m) feature matrices
+and the full backward scans of
+:class:`~efflab.attention.performer.favor._CausalPositiveFavor`, the prefix-sum path kept
+beside it as the reference. Double backward (``create_graph=True``) differentiates the
 composed path instead, as the other fused paths do.
 """
 
