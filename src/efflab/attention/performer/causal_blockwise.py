@@ -80,14 +80,12 @@ def _with_ones(v: Tensor) -> Tensor:
     return torch.cat([v, v.new_ones(*v.shape[:-1], 1)], -1)
 
 
-def _advance(kv: Tensor, b: Tensor, v1: Tensor, g: Tensor, r: Tensor, r_new: Tensor,
-             in_place: bool = False) -> Tensor:
-    """The state after a chunk: kv exp(r - r_new) + b^T (exp(g - r_new) [v, 1]), into kv
-    itself if ``in_place``."""
+def _advance(kv: Tensor, b: Tensor, v1: Tensor, g: Tensor, r: Tensor, r_new: Tensor
+             ) -> Tensor:
+    """The state after a chunk: kv exp(r - r_new) + b^T (exp(g - r_new) [v, 1])."""
     fold = _exp0(g - r_new)[..., None]          # (rows, c, 1)
     rescale = _exp0(r - r_new)[..., None]       # (rows, 1, 1)
-    kv = kv.mul_(rescale) if in_place else kv * rescale
-    return kv.baddbmm_(b.transpose(1, 2), v1 * fold)
+    return (kv * rescale).baddbmm_(b.transpose(1, 2), v1 * fold)
 
 
 class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
@@ -111,8 +109,8 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
         states = []                              # (kv, r, g_last) at each group's start
         for lo in range(0, n, chunk):
             hi = min(lo + chunk, n)
-            if lo % group == 0:  # a copy: kv is then updated in place
-                states.append((kv.clone(), r, g_last))
+            if lo % group == 0:
+                states.append((kv, r, g_last))
             pb = None if pad is None else pad[:, lo:hi]
             b, g, g_raw = _key_chunk(y[:, lo:hi], wt, g_last, pb, sq)
             a = _query_chunk(x[:, lo:hi], wt)
@@ -125,7 +123,7 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
             out[:, lo:hi] = num[..., :e].div_(safe).masked_fill_(~ok, 0.0)
             den[:, lo:hi] = d
             r_new = g[:, -1:]
-            kv = _advance(kv, b, v1, g, r, r_new, in_place=True)
+            kv = _advance(kv, b, v1, g, r, r_new)
             r, g_last = r_new, g_raw[:, -1:]
         kv0 = torch.stack([s[0] for s in states], 1)
         r0 = torch.stack([s[1] for s in states], 1)
