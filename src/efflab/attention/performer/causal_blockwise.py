@@ -12,7 +12,7 @@ chunk's values get a column of ones ((chunk x (e + 1)), made per chunk), so ever
 is one product where a separate normalizer would add a matrix-vector product that reads the
 same (chunk x m) features again (measured with ``benchmarks/causal_favor_ab.py``: see
 docs/attention.md). The chunks go one at a time: a (8 heads x 64 x 256) feature block is 512
-KiB, a core's L2 on the machine measured; batching the chunks of 256 to 1024 positions into
+KiB, a core's L2 on the machine measured; batching the chunks of 128 to 1024 positions into
 single products (tried, 2026-12-02) was 4-15% slower there.
 
 The backward recomputes the features. It runs over groups of :data:`GROUP_POSITIONS`
