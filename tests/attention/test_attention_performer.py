@@ -484,6 +484,40 @@ def test_chunkwise_causal_favor_gqa_padding_against_the_reference(chunk, causal_
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize(("chunk", "group"), [(4, 12), (7, 21)])
+def test_chunkwise_causal_several_groups_and_a_partial_last_chunk(chunk, group, monkeypatch):
+    # n = 50 is a multiple of neither: three chunks per backward group, the last group shorter
+    # and ending in a partial chunk; the state (normalizer as its last column) crosses groups
+    from efflab.attention.performer import causal_blockwise
+    from efflab.attention.performer.favor import _CausalPositiveFavor
+
+    monkeypatch.setattr(causal_blockwise, "GROUP_POSITIONS", group)
+    x, y, v, pad = _causal_case(80 + chunk, n=50)
+    pad[1, 0, :30] = True  # the padded head spans whole groups
+    w = _w()
+    new = causal_blockwise.blockwise_causal_positive_favor(x, y, v, w, pad, chunk, 0.9)
+    old = _CausalPositiveFavor.apply(x * 0.9, y * 0.9, v, w, pad, 4)
+    torch.testing.assert_close(new, old, rtol=1e-10, atol=1e-12)
+    cot = torch.randn(new.shape, generator=_gen(chunk), dtype=F64)
+    for a, b in zip(torch.autograd.grad(new, (x, y, v), cot),
+                    torch.autograd.grad(old, (x, y, v), cot)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [3, 13])
+def test_chunkwise_causal_backward_leaves_the_incoming_gradient_unchanged(chunk):
+    # chunk = n: the chunk's slice of the incoming gradient is the whole tensor, so an
+    # in-place step on it would write into the caller's gradient
+    from efflab.attention.performer.causal_blockwise import blockwise_causal_positive_favor
+
+    x, y, v, pad = _causal_case(90)
+    out = blockwise_causal_positive_favor(x, y, v, _w(), pad, chunk, 1.0)
+    cot = torch.randn(out.shape, generator=_gen(91), dtype=F64)
+    kept = cot.clone()
+    torch.autograd.grad(out, (x, y, v), cot)
+    assert torch.equal(cot, kept)
+
+
 @pytest.mark.slow
 def test_chunkwise_causal_gradcheck_and_gradgradcheck(causal_groups):
     # first order: the hand-written backward; second order: the composed path it falls back to

@@ -6,18 +6,25 @@ g the running key max of :mod:`.features` (so no output depends on a future key,
 through the stabilizer). The sequence is cut into chunks of ``chunk_size`` positions; for each
 chunk the features of its queries and keys are computed, the part inside the chunk is a masked
 (chunk x chunk) product, and what the earlier chunks contribute comes from the running
-(m x e) state kv = sum_j exp(g_j - r) b_j v_j^T and the (m) normalizer ks, r being g at the end
-of the previous chunk. No (seq x m) matrix is ever held.
+(m x (e + 1)) state kv = sum_j exp(g_j - r) b_j [v_j, 1]^T, r being g at the end of the previous
+chunk. No (seq x m) matrix is ever held. The normalizer is the state's last column: each
+chunk's values get a column of ones ((chunk x (e + 1)), made per chunk), so every state product
+is one product where a separate normalizer would add a matrix-vector product that reads the
+same (chunk x m) features again (measured with ``benchmarks/causal_favor_ab.py``: see
+docs/attention.md). The chunks go one at a time: a (8 heads x 64 x 256) feature block is 512
+KiB, a core's L2 on the machine measured; batching the chunks of 128 to 1024 positions into
+single products (tried, 2026-12-02) was 4-15% slower there.
 
 The backward recomputes the features. It runs over groups of :data:`GROUP_POSITIONS`
 positions from the last to the first: for a group it first rebuilds, in forward order, the
 keys' features and the state entering each of its chunks (from the state the forward pass kept
 at the group's start), then walks the chunks backwards with the reverse state
-dkv = sum_{t after} exp(r - g_t) a_t^T dnum_t (the gradient of the entering state). What is
-kept between the passes: the inputs, g, the output, its denominator and one (m x e) state per
-group (seq / 1024 of them), against the (seq x m) feature matrices and the full backward
-scans of :class:`~efflab.attention.performer.favor._CausalPositiveFavor`, the prefix-sum path
-kept beside it as the reference. Double backward (``create_graph=True``) differentiates the
+dkv = sum_{t after} exp(r - g_t) a_t^T [dnum_t, dden_t] (the gradient of the entering state).
+What is kept between the passes: the inputs, the output, its denominator and one
+(m x (e + 1)) state per group (seq / 1024 of them), against the (seq x m) feature matrices
+and the full backward scans of
+:class:`~efflab.attention.performer.favor._CausalPositiveFavor`, the prefix-sum path kept
+beside it as the reference. Double backward (``create_graph=True``) differentiates the
 composed path instead, as the other fused paths do.
 """
 
@@ -68,15 +75,17 @@ def _decay(g: Tensor, tril: Tensor) -> Tensor:
     return _exp0(g[:, None, :] - g[:, :, None]).mul_(tril)
 
 
-def _advance(kv: Tensor, ks: Tensor, b: Tensor, v: Tensor, g: Tensor, r: Tensor,
-             r_new: Tensor) -> tuple[Tensor, Tensor]:
-    """The state after a chunk: kv exp(r - r_new) + b^T (exp(g - r_new) v), the same for ks."""
-    fold = _exp0(g - r_new)                     # (rows, c)
+def _with_ones(v: Tensor) -> Tensor:
+    """[v, 1] (rows, c, e + 1): the values and the normalizer's column in one operand."""
+    return torch.cat([v, v.new_ones(*v.shape[:-1], 1)], -1)
+
+
+def _advance(kv: Tensor, b: Tensor, v1: Tensor, g: Tensor, r: Tensor, r_new: Tensor
+             ) -> Tensor:
+    """The state after a chunk: kv exp(r - r_new) + b^T (exp(g - r_new) [v, 1])."""
+    fold = _exp0(g - r_new)[..., None]          # (rows, c, 1)
     rescale = _exp0(r - r_new)[..., None]       # (rows, 1, 1)
-    b_t = b.transpose(1, 2)
-    kv = (kv * rescale).baddbmm_(b_t, v * fold[..., None])
-    ks = (ks * rescale).baddbmm_(b_t, fold[..., None])
-    return kv, ks
+    return (kv * rescale).baddbmm_(b.transpose(1, 2), v1 * fold)
 
 
 class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
@@ -92,37 +101,34 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
         rows, n = y.shape[:2]
         m, e = w.shape[0], v.shape[-1]
         tril = torch.ones(chunk, chunk, dtype=v.dtype, device=v.device).tril_()
-        kv, ks = v.new_zeros(rows, m, e), v.new_zeros(rows, m, 1)
+        kv = v.new_zeros(rows, m, e + 1)        # [sum b v^T, sum b]: the state, normalizer last
         r = v.new_zeros(rows, 1)                 # g at the end of the previous chunk
         g_last = v.new_full((rows, 1), float("-inf"))
         out, den = v.new_empty(rows, n, e), v.new_empty(rows, n, 1)
-        gs = v.new_empty(rows, n)
         group = max(chunk, GROUP_POSITIONS // chunk * chunk)
-        states = []                              # (kv, ks, r, g_last) at each group's start
+        states = []                              # (kv, r, g_last) at each group's start
         for lo in range(0, n, chunk):
             hi = min(lo + chunk, n)
             if lo % group == 0:
-                states.append((kv, ks, r, g_last))
+                states.append((kv, r, g_last))
             pb = None if pad is None else pad[:, lo:hi]
             b, g, g_raw = _key_chunk(y[:, lo:hi], wt, g_last, pb, sq)
             a = _query_chunk(x[:, lo:hi], wt)
-            vb = v[:, lo:hi]
+            v1 = _with_ones(v[:, lo:hi])
             p = torch.bmm(a, b.transpose(1, 2)).mul_(_decay(g, tril[:hi - lo, :hi - lo]))
             carry = _exp0(r - g)[..., None]      # (rows, c, 1)
-            num = torch.bmm(p, vb).addcmul_(torch.bmm(a, kv), carry)
-            d = p.sum(-1, keepdim=True).addcmul_(torch.bmm(a, ks), carry)
+            num = torch.bmm(p, v1).addcmul_(torch.bmm(a, kv), carry)
+            d = num[..., e:]
             ok, safe = safe_denominator(d, "positive")
-            out[:, lo:hi] = num.div_(safe).masked_fill_(~ok, 0.0)
+            out[:, lo:hi] = num[..., :e].div_(safe).masked_fill_(~ok, 0.0)
             den[:, lo:hi] = d
-            gs[:, lo:hi] = g
             r_new = g[:, -1:]
-            kv, ks = _advance(kv, ks, b, vb, g, r, r_new)
+            kv = _advance(kv, b, v1, g, r, r_new)
             r, g_last = r_new, g_raw[:, -1:]
         kv0 = torch.stack([s[0] for s in states], 1)
-        ks0 = torch.stack([s[1] for s in states], 1)
-        r0 = torch.stack([s[2] for s in states], 1)
-        gl0 = torch.stack([s[3] for s in states], 1)
-        ctx.save_for_backward(x, y, v, w, gs, out, den, kv0, ks0, r0, gl0)
+        r0 = torch.stack([s[1] for s in states], 1)
+        gl0 = torch.stack([s[2] for s in states], 1)
+        ctx.save_for_backward(x, y, v, w, out, den, kv0, r0, gl0)
         ctx.pad, ctx.chunk, ctx.group, ctx.root = pad, chunk, group, root
         return out
 
@@ -139,63 +145,62 @@ class _BlockwiseCausalPositiveFavor(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, dout):
-        x, y, v, w, gs, out, den, kv0, ks0, r0, gl0 = ctx.saved_tensors
+        x, y, v, w, out, den, kv0, r0, gl0 = ctx.saved_tensors
         pad, chunk, group, root = ctx.pad, ctx.chunk, ctx.group, ctx.root
         ws = w * root
         wt, sq = ws.transpose(0, 1), root * root
         rows, n = y.shape[:2]
+        e = v.shape[-1]
         tril = torch.ones(chunk, chunk, dtype=v.dtype, device=v.device).tril_()
         dx, dy, dv = torch.empty_like(x), torch.empty_like(y), torch.empty_like(v)
-        dkv, dks = torch.zeros_like(kv0[:, 0]), torch.zeros_like(ks0[:, 0])
+        dkv = torch.zeros_like(kv0[:, 0])       # the gradient of the state, normalizer last
         r_next = None                            # r of the chunk after the current one
         for gi in reversed(range(kv0.shape[1])):
             g_lo = gi * group
-            kv, ks, r, g_last = kv0[:, gi], ks0[:, gi], r0[:, gi], gl0[:, gi]
+            kv, r, g_last = kv0[:, gi], r0[:, gi], gl0[:, gi]
             # forward order: the keys' features and the state entering each chunk
             saved = []
             for lo in range(g_lo, min(g_lo + group, n), chunk):
                 hi = min(lo + chunk, n)
                 pb = None if pad is None else pad[:, lo:hi]
                 b, g, g_raw = _key_chunk(y[:, lo:hi], wt, g_last, pb, sq)
-                saved.append((lo, hi, b, g, kv, ks, r))
+                v1 = _with_ones(v[:, lo:hi])
+                saved.append((lo, hi, b, g, kv, r))
                 r_new = g[:, -1:]
-                kv, ks = _advance(kv, ks, b, v[:, lo:hi], g, r, r_new)
+                kv = _advance(kv, b, v1, g, r, r_new)
                 r, g_last = r_new, g_raw[:, -1:]
-            for lo, hi, b, g, kv, ks, r in reversed(saved):
+            for lo, hi, b, g, kv, r in reversed(saved):
                 sl = slice(lo, hi)
+                v1 = _with_ones(v[:, sl])  # made again, not kept: (c x (e + 1)) per chunk
                 ok, safe = safe_denominator(den[:, sl], "positive")
                 do = dout[:, sl]
                 # out = num / den: d num = dout / den, d den = -sum(dout * out) / den; 0 where
                 # the output is the constant 0 (no key seen): never 0 * inf
-                dnum = (do / safe).masked_fill_(~ok, 0.0)
-                dden = (-(do * out[:, sl]).sum(-1, keepdim=True) / safe).masked_fill_(~ok, 0.0)
+                dnum = torch.cat([do, -(do * out[:, sl]).sum(-1, keepdim=True)], -1)
+                dnum.div_(safe).masked_fill_(~ok, 0.0)  # [d num, d den]
                 a = _query_chunk(x[:, sl], wt)
-                vb = v[:, sl]
                 dec = _decay(g, tril[:hi - lo, :hi - lo])
-                b_t = b.transpose(1, 2)
-                p = torch.bmm(a, b_t).mul_(dec)
-                dp = torch.baddbmm(dden, dnum, vb.transpose(1, 2)).mul_(dec)
-                carry = _exp0(r - g)[..., None]
-                da = torch.bmm(dp, b)
-                da.baddbmm_(dnum * carry, kv.transpose(1, 2)).baddbmm_(dden * carry,
-                                                                      ks.transpose(1, 2))
+                p = torch.bmm(a, b.transpose(1, 2)).mul_(dec)
+                dp = torch.bmm(dnum, v1.transpose(1, 2)).mul_(dec)
+                dnc = dnum * _exp0(r - g)[..., None]
+                da = torch.bmm(dp, b).baddbmm_(dnc, kv.transpose(1, 2))
                 # the query shift is a per-row constant: no gradient through it
                 dx[:, sl] = da.mul_(a) @ ws
                 db = torch.bmm(dp.transpose(1, 2), a)
                 dvb = torch.bmm(p.transpose(1, 2), dnum)
                 if r_next is not None:  # the keys of this chunk enter the later states
                     fold = _exp0(g - r_next)[..., None]
-                    db.baddbmm_(vb * fold, dkv.transpose(1, 2)).add_(dks.transpose(1, 2) * fold)
+                    db.baddbmm_(v1 * fold, dkv.transpose(1, 2))
                     dvb.add_(torch.bmm(b, dkv).mul_(fold))
                     dkv.mul_(_exp0(r - r_next)[..., None])
-                    dks.mul_(_exp0(r - r_next)[..., None])
-                a_t = a.transpose(1, 2)
-                dkv.baddbmm_(a_t, dnum * carry)
-                dks.baddbmm_(a_t, dden * carry)
-                dv[:, sl] = dvb
+                dkv.baddbmm_(a.transpose(1, 2), dnc)
+                dv[:, sl] = dvb[..., :e]
                 dzk = db.mul_(b)  # padded keys: b = 0
                 dy[:, sl] = (dzk @ ws).sub_(dzk.sum(-1, keepdim=True).mul_(sq) * y[:, sl])
                 r_next = r
+            # the last chunk's (rows x c x m) temporaries go before the next group's keys and
+            # states are made: that is when the backward holds the most
+            del a, p, dp, da, db, dzk
         return dx, dy, dv, None, None, None, None
 
 
