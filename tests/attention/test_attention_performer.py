@@ -92,6 +92,32 @@ def test_kernel_estimate_is_unbiased(kind, orthogonal):
     assert stderr < 0.05 * target  # the bound is tight enough to mean something
 
 
+def _assert_same_values_and_grads(new, ref, inputs, gen):
+    """new == ref in float64, and so are their gradients for a random cotangent."""
+    torch.testing.assert_close(new, ref, rtol=1e-10, atol=1e-12)
+    cot = torch.randn(new.shape, generator=gen, dtype=F64)
+    for a, b in zip(torch.autograd.grad(new, inputs, cot), torch.autograd.grad(ref, inputs, cot)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def _gqa_padded_case(seed, n_q, n_k, growing_keys=False):
+    """q (3, 4, n_q, 4) over k, v with 2 kv heads; mask: a padded tail, a padded head (seven
+    positions) and an all-padded item; ``growing_keys``: key norms rising along seq (later
+    keys raise the running key max)."""
+    g = _gen(seed)
+    q = torch.randn(3, 4, n_q, 4, generator=g, dtype=F64).requires_grad_()
+    k = torch.randn(3, 2, n_k, 4, generator=g, dtype=F64)
+    if growing_keys:
+        k = k * torch.linspace(0.5, 2.5, n_k, dtype=F64)[:, None]
+    k.requires_grad_()
+    v = torch.randn(3, 2, n_k, 3, generator=g, dtype=F64).requires_grad_()
+    mask = torch.zeros(3, n_k, dtype=torch.bool)
+    mask[0, n_k - 3:] = True
+    mask[1, :min(7, n_k - 1)] = True
+    mask[2] = True
+    return q, k, v, mask, g
+
+
 def _attention_mse(m, orthogonal, kind="positive", draws=12, n=64, d=8, seed=0):
     q, k, v = _qkv(b=1, h=1, n=n, d=d, seed=seed, scale=0.6)
     exact = softmax_attention_reference(q, k, v)
@@ -351,24 +377,12 @@ def test_fused_positive_path_equals_composed_path_and_gradients():
 def test_blockwise_bidirectional_equals_reference_values_and_gradients(block):
     # Several blocks, the running key max raised by later blocks (keys grow along seq), GQA,
     # seq_q != seq_k, a batch row whose first blocks are all padding and one all padded.
-    g = _gen(40 + block)
-    q = torch.randn(3, 4, 11, 4, generator=g, dtype=F64).requires_grad_()
-    k = (torch.randn(3, 2, 13, 4, generator=g, dtype=F64)
-         * torch.linspace(0.5, 2.5, 13, dtype=F64)[:, None]).requires_grad_()
-    v = torch.randn(3, 2, 13, 3, generator=g, dtype=F64).requires_grad_()
-    mask = torch.zeros(3, 13, dtype=torch.bool)
-    mask[0, 10:] = True
-    mask[1, :7] = True
-    mask[2] = True
+    q, k, v, mask, g = _gqa_padded_case(40 + block, 11, 13, growing_keys=True)
     w = _w()
     out = favor_attention(q, k, v, w, mask, enable_gqa=True, block_size=block)
     ref = favor_attention_reference(q, k, v, w, mask, enable_gqa=True)
-    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
     assert out[2].abs().max() == 0
-    cot = torch.randn(out.shape, generator=g, dtype=F64)
-    for a, b in zip(torch.autograd.grad(out, (q, k, v), cot),
-                    torch.autograd.grad(ref, (q, k, v), cot)):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    _assert_same_values_and_grads(out, ref, (q, k, v), g)
 
 
 def test_blockwise_large_norms_float32_match_float64():
@@ -456,32 +470,17 @@ def test_chunkwise_causal_equals_prefix_sum_path_values_and_gradients(chunk, cau
         # root = sqrt(scale) is folded into the projection; the old path takes scaled inputs
         new = blockwise_causal_positive_favor(x, y, v, w, p, chunk, root)
         old = _CausalPositiveFavor.apply(x * root, y * root, v, w, p, 4)
-        torch.testing.assert_close(new, old, rtol=1e-10, atol=1e-12)
-        cot = torch.randn(new.shape, generator=_gen(chunk), dtype=F64)
-        for a, b in zip(torch.autograd.grad(new, (x, y, v), cot),
-                        torch.autograd.grad(old, (x, y, v), cot)):
-            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+        _assert_same_values_and_grads(new, old, (x, y, v), _gen(chunk))
     assert new[2].abs().max() == 0
 
 
 @pytest.mark.parametrize("chunk", [2, 5])
 def test_chunkwise_causal_favor_gqa_padding_against_the_reference(chunk, causal_groups):
-    g = _gen(60 + chunk)
-    q = torch.randn(3, 4, 11, 4, generator=g, dtype=F64).requires_grad_()
-    k = torch.randn(3, 2, 11, 4, generator=g, dtype=F64).requires_grad_()
-    v = torch.randn(3, 2, 11, 3, generator=g, dtype=F64).requires_grad_()
-    mask = torch.zeros(3, 11, dtype=torch.bool)
-    mask[0, 8:] = True
-    mask[1, :6] = True
-    mask[2] = True
+    q, k, v, mask, g = _gqa_padded_case(60 + chunk, 11, 11)
     w = _w()
     out = favor_attention(q, k, v, w, mask, causal=True, chunk_size=chunk, enable_gqa=True)
     ref = favor_attention_reference(q, k, v, w, mask, causal=True, enable_gqa=True)
-    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
-    cot = torch.randn(out.shape, generator=g, dtype=F64)
-    for a, b in zip(torch.autograd.grad(out, (q, k, v), cot),
-                    torch.autograd.grad(ref, (q, k, v), cot)):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    _assert_same_values_and_grads(out, ref, (q, k, v), g)
 
 
 @pytest.mark.parametrize(("chunk", "group"), [(4, 12), (7, 21)])
@@ -497,11 +496,7 @@ def test_chunkwise_causal_several_groups_and_a_partial_last_chunk(chunk, group, 
     w = _w()
     new = causal_blockwise.blockwise_causal_positive_favor(x, y, v, w, pad, chunk, 0.9)
     old = _CausalPositiveFavor.apply(x * 0.9, y * 0.9, v, w, pad, 4)
-    torch.testing.assert_close(new, old, rtol=1e-10, atol=1e-12)
-    cot = torch.randn(new.shape, generator=_gen(chunk), dtype=F64)
-    for a, b in zip(torch.autograd.grad(new, (x, y, v), cot),
-                    torch.autograd.grad(old, (x, y, v), cot)):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    _assert_same_values_and_grads(new, old, (x, y, v), _gen(chunk))
 
 
 @pytest.mark.parametrize("chunk", [3, 13])
