@@ -425,10 +425,10 @@ def test_tiles_cover_each_position_once_in_order_and_contiguously(rows, n, block
 def test_default_block_size_rule():
     from efflab.attention.performer.blockwise import default_block_size
 
-    assert default_block_size(8, 256) == 1024 == default_block_size(1, 256)
-    assert default_block_size(1, 16) == 4096 and default_block_size(64, 1 << 12) == 128
-    assert default_block_size(8, 256, "cuda") == 16384
-    assert default_block_size(1, 16, "cuda") == 65536
+    assert default_block_size(256) == 1024
+    assert default_block_size(16) == 4096 and default_block_size(1 << 12) == 128
+    assert default_block_size(256, "cuda") == 16384
+    assert default_block_size(16, "cuda") == 65536
     with pytest.raises(ValueError, match="block_size"):
         favor_attention(*_qkv(), _w(), block_size=0)
     with pytest.raises(ValueError, match="block_size"):

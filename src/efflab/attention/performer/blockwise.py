@@ -45,12 +45,11 @@ _BLOCK_ELEMENTS = 1 << 18
 _GPU_BLOCK_ELEMENTS = 1 << 22
 
 
-def default_block_size(rows: int, features: int, device_type: str = "cpu") -> int:
+def default_block_size(features: int, device_type: str = "cpu") -> int:
     """Positions per tile: a power of two near 2^18 / features (CPU; 2^22 / features on a GPU),
     clamped to [128, 4096] (CPU; [128, 65536] on a GPU); m = 256: 1024 positions (16384).
-    ``rows`` (batch x heads) does not enter: a tile is one row's positions, or whole rows of a
-    short sequence (see :func:`tiles`)."""
-    del rows
+    The number of rows (batch x heads) does not enter: a tile is one row's positions, or whole
+    rows of a short sequence (see :func:`tiles`)."""
     gpu = device_type != "cpu"
     target = max(1, (_GPU_BLOCK_ELEMENTS if gpu else _BLOCK_ELEMENTS) // max(1, features))
     return min(65536 if gpu else 4096, max(128, 1 << (target.bit_length() - 1)))
@@ -96,8 +95,9 @@ class _Workspace:
     (buffer i holds a (tile x widths[i]) result). A fresh (tile x m) result per product would
     be a fresh allocation of about a MiB each time, and on a CPU a block that size is often
     handed back to the system when freed and page-faulted in again when the next one is made
-    (glibc's mmap threshold): in one measurement (2026-12-02, one thread, n = 16384) the whole
-    step ran 1.7x faster with those allocations kept in the heap. Products and the larger
+    (glibc's mmap threshold): with glibc told to keep such blocks (``MALLOC_MMAP_THRESHOLD_``)
+    the whole step (one thread, n = 16384) ran 1.2x and 1.9x faster in two checks on the
+    loaded machine (2026-12-02). Products and the larger
     elementwise temporaries write into these buffers instead (``out=``)."""
 
     def __init__(self, like: Tensor, tile_list: list[tuple[slice, slice]],
@@ -283,7 +283,7 @@ def blockwise_positive_favor(x: Tensor, y: Tensor, v: Tensor, w: Tensor, pad: Te
     n_k = y.shape[2]
     rows = b * hk
     if block_size is None:
-        block_size = default_block_size(rows, w.shape[0], x.device.type)
+        block_size = default_block_size(w.shape[0], x.device.type)
     if pad is not None:
         pad = pad.expand(b, hk, n_k).reshape(rows, n_k)
     out = _BlockwisePositiveFavor.apply(x.reshape(rows, n_q, d), y.reshape(rows, n_k, d),
